@@ -1,0 +1,1 @@
+"""Enrichment: facts added to observations from offline data (GeoIP, fingerprints)."""

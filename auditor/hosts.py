@@ -1,0 +1,164 @@
+"""The per-host roll-up: one row per destination host, the organisation's AI-egress inventory.
+
+``HostTable`` is updated incrementally as connections and findings arrive (memory grows with
+the number of hosts, not with the capture), and becomes a pandas DataFrame at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from auditor.model import Connection, Finding, Severity
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from auditor.enrich.geo import GeoInfo
+
+# Columns of the per-host table, in order.
+HOST_COLUMNS = [
+    "host",
+    "max_severity",
+    "findings",
+    "kinds",
+    "service",
+    "category",
+    "jurisdiction",
+    "addresses",
+    "countries",
+    "asns",
+    "ports",
+    "connections",
+    "bytes_out",
+    "bytes_in",
+    "tls_versions",
+    "ja4",
+    "first_seen",
+    "last_seen",
+]
+
+
+@dataclass
+class HostRow:
+    host: str
+    addresses: set[str] = field(default_factory=set)
+    countries: set[str] = field(default_factory=set)
+    asns: set[str] = field(default_factory=set)
+    ports: set[int] = field(default_factory=set)
+    connections: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    tls_versions: set[str] = field(default_factory=set)
+    ja4: set[str] = field(default_factory=set)
+    first_seen: float | None = None
+    last_seen: float | None = None
+    findings: dict[tuple[str, str, str, str], Finding] = field(default_factory=dict)
+    service: str = ""  # "OpenAI (official api)", "relay: example.tld", ...
+    category: str = ""  # official / relay / aggregator / unofficial / ""
+    jurisdiction: str = ""
+
+    def seen(self, first: float, last: float) -> None:
+        self.first_seen = first if self.first_seen is None else min(self.first_seen, first)
+        self.last_seen = last if self.last_seen is None else max(self.last_seen, last)
+
+    @property
+    def max_severity(self) -> Severity | None:
+        return max((f.severity for f in self.findings.values()), default=None)
+
+
+class HostTable:
+    def __init__(self, version_name: Callable[[int], str] = lambda code: f"0x{code:04X}") -> None:
+        self.rows: dict[str, HostRow] = {}
+        self._version_name = version_name  # TLS version code -> "TLS 1.2" (from signatures)
+
+    def _row(self, host: str) -> HostRow:
+        row = self.rows.get(host)
+        if row is None:
+            row = self.rows[host] = HostRow(host=host)
+        return row
+
+    def add_connection(self, conn: Connection, geo: GeoInfo) -> None:
+        row = self._row(conn.host)
+        row.addresses.add(conn.flow.dst_ip)
+        row.ports.add(conn.flow.dst_port)
+        row.connections += 1
+        row.bytes_out += conn.bytes_out
+        row.bytes_in += conn.bytes_in
+        row.seen(conn.first_seen, conn.last_seen)
+        if geo.country:
+            row.countries.add(geo.country + (" (anycast)" if geo.anycast else ""))
+        if geo.asn:
+            row.asns.add(f"AS{geo.asn}" + (f" {geo.as_org}" if geo.as_org else ""))
+        if conn.tls is not None:
+            if conn.tls.server is not None:
+                row.tls_versions.add(self._version_name(conn.tls.server.version))
+            if conn.tls.client is not None and conn.tls.client.ja4:
+                row.ja4.add(conn.tls.client.ja4)
+
+    def add_finding(self, finding: Finding) -> None:
+        row = self._row(finding.host)
+        row.findings[finding.key] = finding
+        row.seen(finding.first_seen, finding.last_seen)
+        if finding.dst_ip:
+            row.addresses.add(finding.dst_ip)
+        ev = finding.evidence
+        # The inventory columns come from the detectors that know what a host is.
+        if finding.detector == "ai-service":
+            row.service = str(ev.get("provider_name") or ev.get("provider") or row.service)
+            row.category = str(ev.get("category") or "official")
+            row.jurisdiction = str(ev.get("jurisdiction") or row.jurisdiction)
+        elif finding.detector == "relay-domain":
+            row.service = str(ev.get("operator") or ev.get("relay_domain") or row.service)
+            row.category = str(ev.get("category") or "relay")
+        elif finding.detector == "unofficial-llm-endpoint" and not row.category:
+            row.category = "unofficial"
+            row.service = str(ev.get("api_family") or row.service)
+
+    def update_finding(self, finding: Finding) -> None:
+        row = self._row(finding.host)
+        row.findings[finding.key] = finding
+        row.seen(finding.first_seen, finding.last_seen)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per host, most severe first, with sets flattened to sorted strings."""
+        import pandas as pd
+
+        records = []
+        for row in self.rows.values():
+            sev = row.max_severity
+            records.append(
+                {
+                    "host": row.host,
+                    "max_severity": sev.label if sev is not None else "",
+                    "_rank": int(sev) if sev is not None else -1,
+                    "findings": sum(f.count for f in row.findings.values()),
+                    "kinds": ", ".join(sorted({f.kind for f in row.findings.values()})),
+                    "service": row.service,
+                    "category": row.category,
+                    "jurisdiction": row.jurisdiction,
+                    "addresses": ", ".join(sorted(row.addresses)),
+                    "countries": ", ".join(sorted(row.countries)),
+                    "asns": ", ".join(sorted(row.asns)),
+                    "ports": ", ".join(str(p) for p in sorted(row.ports)),
+                    "connections": row.connections,
+                    "bytes_out": row.bytes_out,
+                    "bytes_in": row.bytes_in,
+                    "tls_versions": ", ".join(sorted(row.tls_versions)),
+                    "ja4": ", ".join(sorted(row.ja4)),
+                    "first_seen": _iso(row.first_seen),
+                    "last_seen": _iso(row.last_seen),
+                }
+            )
+        frame = pd.DataFrame.from_records(records, columns=[*HOST_COLUMNS, "_rank"])
+        frame = frame.sort_values(["_rank", "findings", "host"], ascending=[False, False, True])
+        return frame.drop(columns="_rank").reset_index(drop=True)
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,60 @@
+"""Redaction of evidence: what the auditor writes about secrets and prompts.
+
+By default a finding never carries a full key or prompt: keys become a short prefix, their
+length and a SHA-256 prefix (enough to recognise the same key again, not to use it), and
+prompt text becomes a short excerpt with secrets inside it masked. ``reveal=True`` (policy
+``reveal_evidence``) turns this off for sites that store findings as securely as prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+# Generic shapes of secrets worth masking in excerpts even when no key format matches:
+# long runs of key-like characters after a typical prefix, bearer tokens, JWTs.
+_GENERIC_SECRET = re.compile(
+    r"(?:sk|pk|rk|ak|key|tok|token|AIza|ghp|gho|xox[abpr])[-_A-Za-z0-9]{16,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+    r"|(?<![A-Za-z0-9])[A-Za-z0-9_-]{40,}(?![A-Za-z0-9])"
+)
+
+
+def fingerprint(secret: str) -> str:
+    """A stable, non-reversible id for a secret: the first 12 hex digits of its SHA-256."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def mask_secret(secret: str, reveal: bool = False) -> str:
+    """'sk-pr…(51 chars, sha256:1a2b3c4d5e6f)' unless ``reveal``."""
+    if reveal:
+        return secret
+    keep = 4 if len(secret) >= 16 else 0
+    return f"{secret[:keep]}…({len(secret)} chars, sha256:{fingerprint(secret)})"
+
+
+def mask_in_text(text: str, patterns: Iterable[re.Pattern[str]] = ()) -> str:
+    """``text`` with every match of ``patterns`` (and generic secret shapes) masked."""
+    for pattern in (*patterns, _GENERIC_SECRET):
+        text = pattern.sub(lambda m: mask_secret(m.group(0)), text)
+    return text
+
+
+def excerpt(
+    text: str,
+    limit: int = 80,
+    reveal: bool = False,
+    patterns: Iterable[re.Pattern[str]] = (),
+) -> str:
+    """A short, secret-masked excerpt of ``text`` (the whole text when ``reveal``)."""
+    if reveal:
+        return text
+    # Mask before cutting, so a key cut in half at the limit is still masked.
+    flat = mask_in_text(" ".join(text.split()), patterns)
+    return flat[:limit] + ("…" if len(flat) > limit else "")
+
+
+def text_digest(text: str) -> str:
+    """SHA-256 of a prompt, so identical prompts can be correlated without storing them."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
