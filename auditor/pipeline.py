@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.hosts import HostTable
-from auditor.model import Connection, DNSMessage, Finding, HTTPRequest, LLMCall, Observation
+from auditor.model import Connection, DNSMessage, Finding, HTTPRequest, Observation
 
 log = logging.getLogger(__name__)
 

@@ -80,8 +80,39 @@ class Policy:
 
 # EEA member states: a home jurisdiction of "EU" allows all of them (GDPR applies across the EEA).
 EEA_COUNTRIES = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO EU"
-    .split()
+    [
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "HU",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+        "IS",
+        "LI",
+        "NO",
+        "EU",
+    ]
 )
 
 _SET_FIELDS = {
@@ -95,7 +126,10 @@ _SET_FIELDS = {
 
 def default_policy_path() -> Path:
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "policies" / "default.yaml", here / "_policies" / "default.yaml"):
+    for candidate in (
+        here.parent / "policies" / "default.yaml",
+        here / "_policies" / "default.yaml",
+    ):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("policies/default.yaml not found next to the auditor package")
@@ -130,7 +164,13 @@ def policy_from_mapping(data: dict[str, Any], source: str) -> Policy:
     return Policy(**kwargs)
 
 
-_VERSION_NAMES = {"ssl3": 0x0300, "tls1.0": 0x0301, "tls1.1": 0x0302, "tls1.2": 0x0303, "tls1.3": 0x0304}
+_VERSION_NAMES = {
+    "ssl3": 0x0300,
+    "tls1.0": 0x0301,
+    "tls1.1": 0x0302,
+    "tls1.2": 0x0303,
+    "tls1.3": 0x0304,
+}
 
 
 def _tls_version_code(value: Any, source: str) -> int:

@@ -5,7 +5,7 @@ detectors use is an entry in a YAML file under ``signatures/`` that carries its 
 ``signatures/schema/*.json`` holds a JSON Schema per file; ``validate_signatures`` checks them.
 
 Files (each a mapping with ``version`` and ``entries``):
-  providers.yaml          official AI API / web / cloud endpoints, operator, jurisdiction, API shapes
+  providers.yaml          official AI endpoints: operator, jurisdiction, API shapes
   relays.yaml             relay / reseller / aggregator domains, category, confidence
   api_shapes.yaml         how an LLM API request looks (method, path pattern, body keys, key header)
   tls_versions.yaml       protocol versions by code, with weakness and severity

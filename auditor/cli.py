@@ -1,0 +1,378 @@
+"""The ``auditor`` command line (click). Thin: parse options, call the pipeline, print."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+
+from auditor import __version__
+from auditor.model import Severity
+
+if TYPE_CHECKING:
+    from auditor.detectors.base import DetectionContext
+
+SEVERITY_NAMES = [s.label for s in Severity]
+
+
+def _load_context(
+    policy_path: str | None, geoip_db: str | None, signatures_dir: str | None
+) -> DetectionContext:
+    """Signatures, policy and GeoIP, or a one-line ``click.ClickException``."""
+    from auditor.detectors.base import DetectionContext
+    from auditor.enrich.geo import open_geo
+    from auditor.policy import PolicyError, load_policy
+    from auditor.signatures import SignatureError, load_signatures
+
+    try:
+        signatures = load_signatures(Path(signatures_dir) if signatures_dir else None)
+        policy = load_policy(policy_path)
+        geo = open_geo(geoip_db, signatures)
+    except (SignatureError, PolicyError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return DetectionContext(signatures=signatures, policy=policy, geo=geo)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditor")
+def cli() -> None:
+    """AI Egress Auditor: find risky traffic to AI APIs (relays, weak TLS, plaintext prompts,
+    cross-border destinations) in captures and proxied traffic."""
+
+
+@cli.command("pcap")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "jsonl", "csv", "parquet"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the output here instead of standard output.",
+)
+@click.option(
+    "--view",
+    type=click.Choice(["hosts", "findings"]),
+    default="hosts",
+    show_default=True,
+    help="For csv/parquet: the per-host table or the findings.",
+)
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False),
+    help="Policy YAML (default: the shipped policies/default.yaml).",
+)
+@click.option(
+    "--geoip-db",
+    type=click.Path(dir_okay=False),
+    help="A MaxMind .mmdb to use instead of the packaged GeoIP data.",
+)
+@click.option(
+    "--signatures",
+    "signatures_dir",
+    type=click.Path(file_okay=False),
+    help="Signature directory (default: the shipped signatures/).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["fast", "tshark"]),
+    default="fast",
+    show_default=True,
+    help="fast: own streaming parser; tshark: Wireshark dissection.",
+)
+@click.option(
+    "--connections",
+    "connections_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write one ECS JSON line per connection to this file ('-' for stdout).",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(SEVERITY_NAMES),
+    default=None,
+    help="Exit with status 3 when a finding is at least this severe.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: on when stderr is a terminal).",
+)
+def pcap_command(
+    files: tuple[Path, ...],
+    fmt: str,
+    output: Path | None,
+    view: str,
+    policy_path: str | None,
+    geoip_db: str | None,
+    signatures_dir: str | None,
+    engine: str,
+    connections_path: Path | None,
+    fail_on: str | None,
+    progress: bool | None,
+) -> None:
+    """Analyse pcap/pcapng captures (gzip too) and report findings per destination host."""
+    from auditor.analysis import analyse_captures
+    from auditor.outputs.connections import ConnectionWriter
+    from auditor.outputs.findings import write_result
+    from auditor.outputs.table import render
+
+    if fmt == "parquet" and output is None:
+        raise click.UsageError("--format parquet writes a binary file: give --output PATH")
+    ctx = _load_context(policy_path, geoip_db, signatures_dir)
+    err = Console(stderr=True)
+    show_progress = err.is_terminal if progress is None else progress
+
+    conn_stream = None
+    writer = None
+    if connections_path is not None:
+        conn_stream = (
+            sys.stdout
+            if str(connections_path) == "-"
+            else connections_path.open("w", encoding="utf-8")
+        )
+        writer = ConnectionWriter(conn_stream, ctx.signatures, ctx.geo)
+
+    try:
+        if show_progress:
+            offline = _analyse_with_progress(files, ctx, engine, writer, err)
+        else:
+            offline = analyse_captures(files, ctx, engine=engine, on_connection=writer)
+    finally:
+        if conn_stream is not None and conn_stream is not sys.stdout:
+            conn_stream.close()
+
+    for report in offline.unreadable:
+        err.print(f"[red]error:[/] {report.error}", highlight=False)
+    if offline.unreadable and len(offline.unreadable) == len(offline.captures):
+        sys.exit(2)
+
+    summary = _summary(offline, engine, writer.count if writer else None)
+    result = offline.analysis
+    if fmt == "table" and output is None:
+        render(result, Console(), _summary_lines(summary))
+    elif fmt == "table":
+        with output.open("w", encoding="utf-8") as fh:  # type: ignore[union-attr]
+            render(result, Console(file=fh, width=200, color_system=None), _summary_lines(summary))
+    else:
+        write_result(result, fmt, sys.stdout, output, summary, view=view)
+        for line in _summary_lines(summary):
+            err.print(line, style="dim", highlight=False)
+
+    if fail_on is not None:
+        threshold = Severity.parse(fail_on)
+        if any(f.severity >= threshold for f in result.findings):
+            sys.exit(3)
+
+
+def _analyse_with_progress(files, ctx, engine, writer, err):  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from auditor.analysis import analyse_captures
+
+    sizes = {p: (p.stat().st_size if p.exists() else 0) for p in files}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks = {p: bar.add_task(p.name, total=sizes[p] or None) for p in files}
+
+        def on_progress(path: Path, done: int) -> None:
+            bar.update(tasks[path], completed=done)
+
+        return analyse_captures(
+            files, ctx, engine=engine, on_connection=writer, progress=on_progress
+        )
+
+
+def _summary(offline, engine: str, connections_written: int | None) -> dict:  # type: ignore[no-untyped-def]
+    captures = []
+    for report in offline.captures:
+        stats = report.stats
+        captures.append(
+            {
+                "file": str(report.path),
+                "error": report.error,
+                "packets": stats.packets,
+                "skipped": dict(stats.skipped),
+            }
+        )
+    by_severity: dict[str, int] = {}
+    for f in offline.analysis.findings:
+        by_severity[f.severity.label] = by_severity.get(f.severity.label, 0) + 1
+    return {
+        "engine": engine,
+        "captures": captures,
+        "hosts": len(offline.analysis.hosts.rows),
+        "findings": len(offline.analysis.findings),
+        "findings_by_severity": by_severity,
+        "connections_written": connections_written,
+        "detector_errors": offline.analysis.errors,
+    }
+
+
+def _summary_lines(summary: dict) -> list[str]:  # type: ignore[type-arg]
+    lines = []
+    for cap in summary["captures"]:
+        if cap["error"]:
+            continue
+        skipped = sum(cap["skipped"].values())
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(cap["skipped"].items()))
+        lines.append(
+            f"{cap['file']}: {cap['packets']} packets read, {skipped} skipped"
+            + (f" ({detail})" if detail else "")
+        )
+    sev = ", ".join(f"{k}: {v}" for k, v in summary["findings_by_severity"].items())
+    lines.append(f"{summary['findings']} findings on {summary['hosts']} hosts ({sev or 'none'})")
+    for error in summary["detector_errors"]:
+        lines.append(f"detector error: {error}")
+    return lines
+
+
+# -- signatures --------------------------------------------------------------------------------
+
+
+@cli.group("signatures")
+def signatures_group() -> None:
+    """Inspect and check the signature data."""
+
+
+@signatures_group.command("validate")
+@click.option("--signatures", "signatures_dir", type=click.Path(file_okay=False))
+def signatures_validate(signatures_dir: str | None) -> None:
+    """Check every signature file against its schema; exit 1 on any problem."""
+    from auditor.signatures import default_signatures_dir, validate_signatures
+
+    directory = Path(signatures_dir) if signatures_dir else default_signatures_dir()
+    problems = validate_signatures(directory)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{directory}: all signature files valid")
+
+
+@signatures_group.command("list")
+@click.argument(
+    "kind",
+    type=click.Choice(["providers", "relays", "api-shapes", "key-formats", "ciphers", "versions"]),
+    default="relays",
+)
+@click.option("--signatures", "signatures_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def signatures_list(kind: str, signatures_dir: str | None, fmt: str) -> None:
+    """List one kind of signature entries with their sources."""
+    import json
+
+    from rich.table import Table
+
+    from auditor.signatures import SignatureError, load_signatures
+
+    try:
+        sigs = load_signatures(Path(signatures_dir) if signatures_dir else None)
+    except SignatureError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows: list[dict[str, object]]
+    if kind == "providers":
+        rows = [
+            {
+                "domain": p.domain,
+                "match": p.rule.match,
+                "provider": p.provider,
+                "operator": p.operator,
+                "jurisdiction": p.jurisdiction,
+                "kind": p.kind,
+                "api_shapes": ",".join(p.api_shapes),
+                "source": p.source,
+            }
+            for p in sigs.providers
+        ]
+    elif kind == "relays":
+        rows = [
+            {
+                "domain": r.domain,
+                "match": r.rule.match,
+                "category": r.category,
+                "confidence": r.confidence,
+                "operator": r.operator,
+                "source": r.source,
+            }
+            for r in sigs.relays
+        ]
+    elif kind == "api-shapes":
+        rows = [
+            {
+                "id": a.id,
+                "family": a.family,
+                "method": a.method,
+                "path": a.path_regex,
+                "source": a.source,
+            }
+            for a in sigs.api_shapes
+        ]
+    elif kind == "key-formats":
+        rows = [{"id": k.id, "provider": k.provider, "source": k.source} for k in sigs.key_formats]
+    elif kind == "ciphers":
+        rows = [
+            {
+                "code": f"0x{c.code:04X}",
+                "name": c.name,
+                "weaknesses": ",".join(c.weaknesses),
+                "severity": c.severity or "",
+            }
+            for c in sigs.cipher_suites.values()
+        ]
+    else:
+        rows = [
+            {
+                "code": f"0x{v.code:04X}",
+                "name": v.name,
+                "weak": v.weak,
+                "severity": v.severity or "",
+                "source": v.source,
+            }
+            for v in sigs.tls_versions.values()
+        ]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{kind} ({len(rows)})")
+    for column in rows[0] if rows else []:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+def _register_optional_commands() -> None:
+    """Commands of optional parts (proxy, SOC tooling) that need extra packages."""
+    try:
+        from auditor.proxy.launcher import proxy_command
+    except ImportError:
+        pass
+    else:
+        cli.add_command(proxy_command, "proxy")
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

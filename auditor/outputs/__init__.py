@@ -1,0 +1,1 @@
+"""Outputs: one module per format. They read findings, hosts and connections, never detect."""

@@ -1,0 +1,90 @@
+"""Findings and the per-host table as JSON, JSON lines, CSV or Parquet.
+
+- ``json``: one document ``{"summary", "hosts", "findings"}``.
+- ``jsonl``: one finding per line (for log shippers).
+- ``csv`` / ``parquet``: the per-host table (``view="hosts"``) or the findings (``"findings"``).
+Evidence was redacted by the detectors; this module only serialises.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any
+
+from auditor.model import Finding
+from auditor.pipeline import AnalysisResult
+
+FORMATS = ("table", "json", "jsonl", "csv", "parquet")
+VIEWS = ("hosts", "findings")
+FINDING_COLUMNS = [
+    "detector",
+    "kind",
+    "severity",
+    "host",
+    "title",
+    "evidence",
+    "first_seen",
+    "last_seen",
+    "count",
+    "dst_ip",
+    "dst_port",
+    "src_ip",
+]
+
+
+def findings_frame(findings: list[Finding]) -> Any:
+    import pandas as pd
+
+    rows = []
+    for f in findings:
+        row = f.to_dict()
+        row["evidence"] = json.dumps(row["evidence"], ensure_ascii=False, sort_keys=True)
+        rows.append(row)
+    return pd.DataFrame.from_records(rows, columns=FINDING_COLUMNS)
+
+
+def result_document(result: AnalysisResult, summary: dict[str, Any]) -> dict[str, Any]:
+    hosts = result.hosts.to_frame()
+    return {
+        "summary": summary,
+        "hosts": json.loads(hosts.to_json(orient="records")),
+        "findings": [f.to_dict() for f in result.findings],
+    }
+
+
+def write_result(
+    result: AnalysisResult,
+    fmt: str,
+    stream: IO[str] | None,
+    path: Path | None,
+    summary: dict[str, Any],
+    view: str = "hosts",
+) -> None:
+    """Write ``result`` in ``fmt`` to ``path`` (or ``stream`` for text formats)."""
+    if fmt == "json":
+        text = json.dumps(result_document(result, summary), indent=2, ensure_ascii=False) + "\n"
+        _write_text(text, stream, path)
+    elif fmt == "jsonl":
+        lines = "".join(
+            json.dumps(f.to_dict(), ensure_ascii=False, sort_keys=True) + "\n"
+            for f in result.findings
+        )
+        _write_text(lines, stream, path)
+    elif fmt in ("csv", "parquet"):
+        frame = result.hosts.to_frame() if view == "hosts" else findings_frame(result.findings)
+        if fmt == "csv":
+            _write_text(frame.to_csv(index=False), stream, path)
+        else:
+            if path is None:
+                raise ValueError("--format parquet writes a binary file: give --output PATH")
+            frame.to_parquet(path, index=False)
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+
+
+def _write_text(text: str, stream: IO[str] | None, path: Path | None) -> None:
+    if path is not None:
+        path.write_text(text, encoding="utf-8")
+    elif stream is not None:
+        stream.write(text)
