@@ -234,6 +234,7 @@ class LLMCall(Observation):
     prompt_chars: int = 0
     credential_header: str | None = None  # header (or query parameter) carrying the API key
     credential: str | None = None  # the raw key; detectors mask it before it reaches evidence
+    body_unreadable: str | None = None  # why the body could not be read as JSON, if it could not
     response_id: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
 
