@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import secrets
+
+from auditor.redact import excerpt, fingerprint, mask_secret
+
+
+def fake_key() -> str:
+    return "sk-proj-FAKE" + secrets.token_hex(24)
+
+
+def test_masked_key_keeps_only_prefix_length_and_hash() -> None:
+    key = fake_key()
+    masked = mask_secret(key)
+    assert key not in masked and key[8:] not in masked
+    assert masked.startswith("sk-p…") and f"({len(key)} chars" in masked
+    assert fingerprint(key) in masked
+    assert mask_secret(key, reveal=True) == key
+
+
+def test_excerpt_masks_secrets_even_when_cut_at_the_limit() -> None:
+    key = fake_key()
+    text = "x" * 70 + " " + key + " tail"
+    out = excerpt(text, limit=80)
+    assert key[:12] not in out
+    assert len(out) <= 81
+
+
+def test_excerpt_reveal_returns_whole_text() -> None:
+    assert excerpt("a" * 500, limit=10, reveal=True) == "a" * 500
