@@ -1,0 +1,162 @@
+"""Tests for auditor.store: permissions, schema, dedupe, queries, host roll-up, outbox window."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from auditor.model import Finding, Severity
+from auditor.store import SCHEMA_VERSION, FindingsStore, StoreError
+
+
+def make_finding(
+    host: str = "api.relay.example",
+    kind: str = "relay-domain.known",
+    severity: Severity = Severity.HIGH,
+    ts: float = 1_700_000_000.0,
+    evidence_key: str = "",
+    detector: str = "relay-domain",
+) -> Finding:
+    return Finding(
+        detector=detector,
+        kind=kind,
+        severity=severity,
+        host=host,
+        title=f"{kind} on {host}",
+        evidence={"relay_domain": host, "note": "a=b|c\\d"},
+        first_seen=ts,
+        last_seen=ts,
+        evidence_key=evidence_key,
+        dst_ip="203.0.113.7",
+        dst_port=443,
+        src_ip="10.0.0.5",
+    )
+
+
+def test_store_file_is_owner_only_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "findings.sqlite3"
+    with FindingsStore(path) as store:
+        store.record(make_finding())
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        wal = path.with_name(path.name + "-wal")
+        assert wal.exists()
+        assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+        assert store.schema_version == SCHEMA_VERSION
+
+
+def test_repeat_updates_count_and_last_seen(tmp_path: Path) -> None:
+    with FindingsStore(tmp_path / "f.db") as store:
+        assert store.record(make_finding(ts=100.0)) is True
+        assert store.record(make_finding(ts=250.0)) is False
+        assert store.record(make_finding(ts=50.0)) is False
+        # a different evidence key is a different finding
+        assert store.record(make_finding(ts=60.0, evidence_key="other")) is True
+        found = {f.evidence_key: f for f in store.findings()}
+    assert len(found) == 2
+    merged = found[""]
+    assert merged.count == 3
+    assert (merged.first_seen, merged.last_seen) == (50.0, 250.0)
+    assert merged.evidence == {"relay_domain": "api.relay.example", "note": "a=b|c\\d"}
+
+
+def test_more_severe_repeat_raises_severity(tmp_path: Path) -> None:
+    with FindingsStore(tmp_path / "f.db") as store:
+        store.record(make_finding(severity=Severity.LOW))
+        store.record(make_finding(severity=Severity.CRITICAL))
+        store.record(make_finding(severity=Severity.MEDIUM))
+        (only,) = store.findings()
+    assert only.severity is Severity.CRITICAL
+
+
+def test_dedupe_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    with FindingsStore(path) as store:
+        store.record(make_finding())
+    with FindingsStore(path) as store:
+        assert store.record(make_finding()) is False
+        assert [f.count for f in store.findings()] == [2]
+
+
+def test_query_filters(tmp_path: Path) -> None:
+    with FindingsStore(tmp_path / "f.db") as store:
+        store.record(make_finding(host="a.relay.example", ts=100, severity=Severity.LOW))
+        store.record(make_finding(host="relay.example", ts=200, severity=Severity.HIGH))
+        store.record(make_finding(host="notrelay.example", ts=300, severity=Severity.MEDIUM))
+        store.record(
+            make_finding(host="x_y.example", ts=400, detector="weak-tls", kind="weak-tls.protocol")
+        )
+        hosts = [f.host for f in store.findings(host="relay.example")]
+        assert sorted(hosts) == ["a.relay.example", "relay.example"]
+        assert [f.host for f in store.findings(since=250)] == ["x_y.example", "notrelay.example"]
+        assert {f.host for f in store.findings(min_severity=Severity.MEDIUM)} == {
+            "relay.example", "notrelay.example", "x_y.example"
+        }
+        assert [f.host for f in store.findings(detector="weak-tls")] == ["x_y.example"]
+        # LIKE wildcards in the filter are literal
+        assert store.findings(host="x%y.example") == []
+        # most severe first
+        assert store.findings()[0].severity is Severity.HIGH
+
+
+def test_hosts_rollup(tmp_path: Path) -> None:
+    with FindingsStore(tmp_path / "f.db") as store:
+        assert store.hosts().empty
+        store.record(make_finding(host="a.example", kind="k1", severity=Severity.LOW, ts=10))
+        store.record(make_finding(host="a.example", kind="k2", severity=Severity.HIGH, ts=20))
+        store.record(make_finding(host="a.example", kind="k2", severity=Severity.HIGH, ts=30))
+        store.record(make_finding(host="b.example", kind="k1", severity=Severity.MEDIUM, ts=5))
+        frame = store.hosts()
+    assert list(frame["host"]) == ["a.example", "b.example"]
+    first = frame.iloc[0]
+    assert first["max_severity"] == "high"
+    assert first["findings"] == 3
+    assert first["distinct"] == 2
+    assert first["kinds"] == "k1, k2"
+    assert first["first_seen"] == "1970-01-01T00:00:10Z"
+    assert first["last_seen"] == "1970-01-01T00:00:30Z"
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StoreError, match=r"junk\.db: not a findings store"):
+        FindingsStore(path)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    FindingsStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE schema_version SET version = 999")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer than this auditor"):
+        FindingsStore(path)
+
+
+def test_outbox_once_per_window_and_on_escalation(tmp_path: Path) -> None:
+    with FindingsStore(tmp_path / "f.db", alert_window=3600) as store:
+        store.set_active_sinks(["webhook", "syslog"])
+        store.record(make_finding(ts=1000))
+        store.record(make_finding(ts=1500))  # inside the window: no new alert
+        store.record(make_finding(ts=4599))  # 3599 s after the alert: still inside
+        pending = store.pending("webhook")
+        assert len(pending) == 1 and pending[0].is_new
+        store.record(make_finding(ts=4600))  # window passed
+        store.record(make_finding(ts=4700, severity=Severity.CRITICAL))  # escalation
+        pending = store.pending("webhook")
+        assert [p.is_new for p in pending] == [True, False, False]
+        assert pending[1].finding.count == 4
+        assert pending[2].finding.severity is Severity.CRITICAL
+        assert len(store.pending("syslog")) == 3
+        store.mark_delivered("webhook", [p.id for p in pending[:2]])
+        store.mark_failed("syslog", [store.pending("syslog")[0].id], "connection refused\nretrying")
+        status = {s.name: s for s in store.sink_status()}
+    assert status["webhook"].backlog == 1 and status["webhook"].delivered == 2
+    assert status["syslog"].backlog == 3
+    assert status["syslog"].last_error == "connection refused retrying"
