@@ -1,0 +1,122 @@
+"""cross-border: AI traffic leaving the organisation's allowed countries or jurisdictions.
+
+    Connection / TLSHandshake / HTTPRequest / LLMCall -> this detector -> findings
+
+Only AI-related destinations are judged, never every CDN connection: a name that is an
+official provider endpoint or a relay in the signatures, or any host an LLM call was seen on
+(the ``LLMCall`` itself is judged, so unknown hosts are covered the moment they carry a call).
+
+- ``cross-border.destination`` (medium): the address's GeoIP country is not allowed by the
+  policy. Low when the address is anycast/CDN: the country is only where the nearest edge
+  answered, not where the data is processed; the evidence says so.
+- ``cross-border.jurisdiction``: the operator's jurisdiction (providers.yaml) is not allowed.
+  High for an API (the organisation's data is sent to a provider governed elsewhere, or an LLM
+  call was seen), medium for web/auth hosts. Region-scoped cloud endpoints (the tenant picks the
+  region) and "unknown" jurisdictions are not judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from auditor.detectors.base import DetectionContext, Detector
+from auditor.detectors.destination_names import names_seen
+from auditor.model import (
+    Connection,
+    Finding,
+    HTTPRequest,
+    LLMCall,
+    Observation,
+    Severity,
+    TLSHandshake,
+    finding_for,
+)
+from auditor.signatures import ProviderEndpoint, RelayDomain
+
+# Provider endpoint kinds that receive the organisation's data through an API.
+API_KINDS = frozenset({"api", "cloud"})
+
+
+class CrossBorderDetector(Detector):
+    name: ClassVar[str] = "cross-border"
+    description: ClassVar[str] = (
+        "AI destinations in countries or jurisdictions the policy does not allow"
+    )
+    observes: ClassVar[tuple[type[Observation], ...]] = (
+        Connection,
+        TLSHandshake,
+        HTTPRequest,
+        LLMCall,
+    )
+
+    def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
+        endpoint, relay = self._ai_identity(obs, ctx)
+        if endpoint is None and relay is None and not isinstance(obs, LLMCall):
+            return  # not an AI destination: a country alone is not a finding
+        policy = ctx.policy
+        geo = ctx.geo.lookup(obs.flow.dst_ip)
+        about: dict[str, Any] = {
+            "address": obs.flow.dst_ip,
+            "country": geo.country,
+            "asn": geo.asn,
+            "as_org": geo.as_org,
+            "geo_source": geo.source,
+            "home_jurisdiction": policy.home_jurisdiction,
+            "provider": endpoint.provider if endpoint else None,
+            "operator": endpoint.operator if endpoint else (relay.operator if relay else None),
+            "relay_domain": relay.domain if relay else None,
+            "llm_call_seen": isinstance(obs, LLMCall),
+        }
+        if geo.country and not policy.country_allowed(geo.country):
+            evidence = {**about, "allowed_countries": sorted(policy.allowed_countries)}
+            if geo.anycast:
+                evidence["note"] = (
+                    "anycast/CDN address: the country is where the nearest edge answered, not "
+                    "where the data is processed"
+                )
+            yield finding_for(
+                obs,
+                detector=self.name,
+                kind="cross-border.destination",
+                severity=Severity.LOW if geo.anycast else Severity.MEDIUM,
+                title=f"AI traffic to an address in {geo.country}",
+                evidence=evidence,
+                evidence_key=geo.country,
+            )
+        if (
+            endpoint is not None
+            and not endpoint.region_scoped
+            and not policy.jurisdiction_allowed(endpoint.jurisdiction)
+        ):
+            sends_data = endpoint.kind in API_KINDS or isinstance(obs, LLMCall)
+            yield finding_for(
+                obs,
+                detector=self.name,
+                kind="cross-border.jurisdiction",
+                severity=Severity.HIGH if sends_data else Severity.MEDIUM,
+                title=(
+                    f"{endpoint.name} is operated under {endpoint.jurisdiction} jurisdiction "
+                    f"(home: {policy.home_jurisdiction})"
+                ),
+                evidence={
+                    **about,
+                    "jurisdiction": endpoint.jurisdiction,
+                    "basis": endpoint.jurisdiction_basis or endpoint.source,
+                    "endpoint_kind": endpoint.kind,
+                    "allowed_jurisdictions": sorted(policy.allowed_jurisdictions),
+                },
+                evidence_key=endpoint.jurisdiction,
+            )
+
+    @staticmethod
+    def _ai_identity(
+        obs: Observation, ctx: DetectionContext
+    ) -> tuple[ProviderEndpoint | None, RelayDomain | None]:
+        """The provider endpoint and relay entry the observation's destination names match."""
+        endpoint: ProviderEndpoint | None = None
+        relay: RelayDomain | None = None
+        for seen in names_seen(obs):
+            endpoint = endpoint or ctx.signatures.provider_for_host(seen.name)
+            relay = relay or ctx.signatures.relay_for_host(seen.name)
+        return endpoint, relay

@@ -1,0 +1,86 @@
+"""Which destination names an observation reveals, and where on the wire each was seen.
+
+Shared by the name-based detectors (``relay_domain``, ``ai_service``, ``cross_border``): a TLS
+ClientHello names its server in SNI, a DNS message in its question (and CNAME answers), an HTTP
+request in Host, a connection in the name the source or the pipeline's DNS book gave it. The
+findings are filed under the name itself, so that a DNS lookup, the TLS handshake and the HTTP
+request to the same relay merge into one finding.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from auditor.model import (
+    Connection,
+    DNSMessage,
+    Finding,
+    HTTPRequest,
+    LLMCall,
+    Observation,
+    TLSHandshake,
+)
+from auditor.signatures import normalise_host
+
+
+@dataclass(frozen=True, slots=True)
+class SeenName:
+    name: str  # normalised: lower case, no port, no trailing dot
+    where: str  # "sni" | "dns" | "dns-cname" | "http-host" | "address"
+    address: str | None  # the destination address the name stands for, when known
+
+
+def is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def names_seen(obs: Observation) -> list[SeenName]:
+    """Every distinct destination name in ``obs``, first the most direct evidence."""
+    found: list[SeenName] = []
+    dst = obs.flow.dst_ip
+
+    def add(raw: str | None, where: str, address: str | None) -> None:
+        if not raw:
+            return
+        name = normalise_host(raw)
+        if name and all(seen.name != name for seen in found):
+            found.append(SeenName(name, where, address))
+
+    if isinstance(obs, DNSMessage):
+        # The flow goes to the resolver: the address the name stands for is in the answers.
+        addresses = [a for a, _ in obs.resolved_addresses()]
+        add(obs.query_name, "dns", addresses[0] if addresses else None)
+        for answer in obs.answers:
+            if answer.rtype == "CNAME":
+                add(answer.data, "dns-cname", addresses[0] if addresses else None)
+        return found
+    if isinstance(obs, TLSHandshake):
+        add(obs.client.server_name if obs.client else None, "sni", dst)
+    elif isinstance(obs, LLMCall):
+        add(obs.request.host, "http-host", dst)
+    elif isinstance(obs, HTTPRequest):
+        add(obs.host, "http-host", dst)
+    elif isinstance(obs, Connection):
+        tls_name = obs.tls.client.server_name if obs.tls and obs.tls.client else None
+        add(tls_name, "sni", dst)
+        for request in obs.http:
+            add(request.host, "http-host", dst)
+    # server_name is SNI/Host when the source had one, else the pipeline's DNS-learned name.
+    add(obs.server_name, "dns", dst)
+    # Some relays are listed by bare address (relays.yaml entries with an IP as domain).
+    add(dst, "address", dst)
+    return found
+
+
+def refile(finding: Finding, seen: SeenName, obs: Observation) -> Finding:
+    """File ``finding`` under the seen name (a DNS message's flow points at the resolver)."""
+    finding.host = seen.name
+    if isinstance(obs, DNSMessage):
+        finding.dst_ip = seen.address
+        finding.dst_port = None
+    return finding
