@@ -11,11 +11,13 @@ Files (each a mapping with ``version`` and ``entries``):
   tls_versions.yaml       protocol versions by code, with weakness and severity
   tls_cipher_suites.yaml  IANA cipher suites by code, with weakness and severity
   key_formats.yaml        API-key formats (regex) per provider
+  anycast.yaml            published anycast / CDN address ranges (GeoIP country says little there)
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import re
 from collections.abc import Iterable
@@ -148,6 +150,15 @@ class KeyFormat:
         return re.compile(self.regex)
 
 
+@dataclass(frozen=True, slots=True)
+class AnycastNetwork:
+    """An address range announced from many places (anycast / CDN): its country says little."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    operator: str  # e.g. "Cloudflare"
+    source: str
+
+
 def normalise_host(host: str) -> str:
     """Lower-case, no trailing dot, no port, no IPv6 brackets."""
     host = host.strip().lower().rstrip(".")
@@ -166,6 +177,7 @@ class Signatures:
     tls_versions: dict[int, TLSVersion] = field(default_factory=dict)
     cipher_suites: dict[int, CipherSuite] = field(default_factory=dict)
     key_formats: list[KeyFormat] = field(default_factory=list)
+    anycast_networks: list[AnycastNetwork] = field(default_factory=list)
     directory: Path | None = None
 
     # -- lookups used by detectors --------------------------------------------------------
@@ -219,6 +231,7 @@ SIGNATURE_FILES = (
     "tls_versions.yaml",
     "tls_cipher_suites.yaml",
     "key_formats.yaml",
+    "anycast.yaml",
 )
 
 
@@ -345,6 +358,16 @@ def load_signatures(directory: Path | None = None) -> Signatures:
                     source=e["source"],
                 )
             )
+        # anycast.yaml came later: a signatures directory without it still loads
+        if (directory / "anycast.yaml").is_file():
+            for e in _read(directory, "anycast.yaml"):
+                try:
+                    network = ipaddress.ip_network(str(e["network"]), strict=False)
+                except ValueError as exc:
+                    raise SignatureError(f"{directory / 'anycast.yaml'}: {exc}") from None
+                sigs.anycast_networks.append(
+                    AnycastNetwork(network=network, operator=e["operator"], source=e["source"])
+                )
     except KeyError as exc:
         raise SignatureError(f"{directory}: an entry lacks the required field {exc}") from None
     return sigs
