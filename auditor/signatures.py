@@ -113,8 +113,10 @@ class ApiShape:
     source: str
     streaming_key: str | None = None  # body key that asks for a stream, e.g. "stream"
 
-    @functools.cached_property
+    @property
     def path_pattern(self) -> re.Pattern[str]:
+        # A plain property: cached_property needs a __dict__, which slots=True removes;
+        # re.compile keeps its own cache of compiled patterns.
         return re.compile(self.path_regex)
 
 
@@ -145,9 +147,9 @@ class KeyFormat:
     keywords: tuple[str, ...]
     source: str
 
-    @functools.cached_property
+    @property
     def pattern(self) -> re.Pattern[str]:
-        return re.compile(self.regex)
+        return re.compile(self.regex)  # see ApiShape.path_pattern
 
 
 @dataclass(frozen=True, slots=True)
