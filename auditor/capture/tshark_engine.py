@@ -44,6 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from auditor.capture import CaptureError, CaptureStats
+from auditor.capture.flows import (
+    CLOSED_LINGER,
+    TCP_IDLE_TIMEOUT,
+    UDP_IDLE_TIMEOUT,
+    _server_port_side,
+)
 from auditor.model import (
     Certificate,
     ClientHello,
@@ -59,6 +65,7 @@ from auditor.model import (
 )
 
 _PROGRESS_EVERY = 10_000  # packets between progress calls
+_SWEEP_EVERY = 5.0  # capture seconds between idle sweeps
 TSHARK_ENV = "AUDITOR_TSHARK"  # path of the tshark binary, when it is not on PATH
 
 # Every field this engine reads, in the order they are asked for. Names checked against
@@ -274,7 +281,6 @@ class _Flow:
     dns: list[DNSMessage] = field(default_factory=list)
     app_protocol: str | None = None
     fins: set[bool] = field(default_factory=set)  # directions (is_out) that sent FIN
-    closed: bool = False
 
     def connection(self) -> Connection:
         server_name = None
@@ -343,20 +349,18 @@ def _packet(layers: dict[str, Any]) -> _Packet | None:
 
 
 def _orient(packet: _Packet) -> tuple[FlowTuple, bool]:
-    """(client -> server tuple, guessed) for the first packet seen of a flow.
-
-    A SYN names the client; a SYN-ACK names the server. Without either, the side on the lower
-    port is taken for the server (services listen on low or registered ports, clients use
-    ephemeral ones), and on equal ports the packet's destination.
-    """
+    """(client -> server tuple, guessed) for the first packet seen of a flow, by the fast
+    engine's rules: a SYN comes from the client, a SYN-ACK from the server; otherwise the ports
+    decide (well-known vs not, ephemeral vs not), and failing that the first sender is the
+    client. Only a TCP orientation without a SYN counts as guessed."""
     forward = FlowTuple(
         packet.transport, packet.src_ip, packet.src_port, packet.dst_ip, packet.dst_port
     )
     if packet.transport == "tcp" and packet.flags & _SYN:
         return (forward.reversed() if packet.flags & _ACK else forward), False
-    if packet.src_port < packet.dst_port:
-        return forward.reversed(), True
-    return forward, True
+    sender_is_client = _server_port_side(packet.src_port, packet.dst_port)
+    oriented = forward if sender_is_client is None or sender_is_client else forward.reversed()
+    return oriented, packet.transport == "tcp"
 
 
 # --- building observations -------------------------------------------------------------------
@@ -509,6 +513,10 @@ class _Reader:
         self.origin = f"pcap:{path.name}"
         self.stats = stats
         self.flows: dict[tuple[str, int], _Flow] = {}
+        # Streams already reported (FIN both ways or RST) -> when: their trailing ACKs are
+        # absorbed instead of starting a flow, as the fast engine's tombstones do.
+        self.ended: dict[tuple[str, int], float] = {}
+        self.next_sweep = 0.0
 
     def packet(self, layers: dict[str, Any]) -> Iterator[Observation]:
         ts = float(_first(layers, "frame.time_epoch") or 0.0)
@@ -516,12 +524,12 @@ class _Reader:
         if packet is None:
             self.stats.skipped["not-tcp-or-udp"] += 1
             return
+        if ts >= self.next_sweep:
+            yield from self._sweep(ts)
         key = (packet.transport, packet.stream)
+        if key in self.ended:
+            return
         flow = self.flows.get(key)
-        if flow is not None and flow.closed:
-            # A segment after both FINs or a RST (the last ACK): counted on a closed flow.
-            yield from self._finish(key)
-            flow = None
         if flow is None:
             self.stats.flows += 1
             oriented, guessed = _orient(packet)
@@ -548,7 +556,19 @@ class _Reader:
             if packet.flags & _FIN:
                 flow.fins.add(is_out)
             if packet.flags & _RST or len(flow.fins) == 2:
-                flow.closed = True
+                self.ended[key] = ts
+                yield from self._finish(key)
+
+    def _sweep(self, now: float) -> Iterator[Observation]:
+        """End flows idle past the fast engine's timeouts; forget old tombstones."""
+        self.next_sweep = now + _SWEEP_EVERY
+        for key, ended_at in list(self.ended.items()):
+            if now - ended_at >= CLOSED_LINGER:
+                del self.ended[key]
+        for key, flow in list(self.flows.items()):
+            timeout = TCP_IDLE_TIMEOUT if key[0] == "tcp" else UDP_IDLE_TIMEOUT
+            if now - flow.last_seen >= timeout:
+                yield from self._finish(key)
 
     def _dns(self, layers: dict[str, Any], flow: _Flow, ts: float) -> Iterator[Observation]:
         message = _dns_message(layers, flow.flow_tuple, ts, self.origin)
