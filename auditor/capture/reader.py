@@ -1,0 +1,325 @@
+"""Capture file reader: pcap and pcapng records out of a file, as fast as Python allows.
+
+First stage of the capture source (``reader -> packets -> flows -> parsers -> engine``). It
+knows file formats and nothing of what the packets hold. ``open_capture`` checks the file
+eagerly (so a bad file fails with a one-line ``CaptureError`` before any work) and returns an
+iterator of ``(timestamp, linktype, frame bytes)``.
+
+Supported: classic pcap (microsecond and nanosecond magic, either byte order), pcapng (several
+sections and interfaces, each with its own link type, ``if_tsresol`` and ``if_tsoffset``;
+enhanced, simple and obsolete packet blocks), and either of those gzip-compressed.
+
+Reading is chunked (``READ_CHUNK`` bytes at a time), so memory does not grow with the file. A
+file cut in the middle of a record keeps everything before it and counts
+``skipped["truncated-file"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import struct
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from auditor.capture import CaptureError
+
+# Bytes read from the file at a time: large enough that the per-chunk cost vanishes.
+READ_CHUNK = 1 << 20
+# A record claiming more than this is corrupt, not a packet (pcap snaplen is at most 256 KiB;
+# pcapng blocks of a few MiB exist only for huge jumbo/loopback frames).
+MAX_RECORD = 16 << 20
+# Report progress every this many bytes of file read.
+PROGRESS_EVERY = 4 << 20
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+PCAP_MAGIC_NS = 0xA1B23C4D
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+
+# pcapng block types
+_IDB = 0x00000001
+_OBSOLETE_PB = 0x00000002
+_SPB = 0x00000003
+_EPB = 0x00000006
+
+Record = tuple[float, int, bytes]  # (epoch seconds, link type, captured frame)
+ProgressCallback = Callable[[int], None]  # bytes of the file read so far
+
+
+def _describe(head: bytes) -> str:
+    """What a file that is not a capture looks like, for the error message."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip data that does not hold a capture"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd-compressed data (decompress it first)"
+    if head[:3] == b"BZh":
+        return "bzip2-compressed data (decompress it first)"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz-compressed data (decompress it first)"
+    if head[:4] == b"PK\x03\x04":
+        return "a zip archive (extract it first)"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head[:64]):
+        return "text"
+    return f"unknown data (starts with {head[:4].hex()})"
+
+
+def _open_raw(path: Path) -> tuple[BinaryIO, BinaryIO, bool]:
+    """(stream to read records from, underlying file for progress, compressed?)."""
+    try:
+        raw = path.open("rb")
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise CaptureError(f"{path}: is a directory, not a capture file") from None
+    except OSError as exc:
+        raise CaptureError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    head = raw.read(2)
+    raw.seek(0)
+    if head == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, True  # type: ignore[return-value]
+    return raw, raw, False
+
+
+def open_capture(
+    path: str | Path, skipped: Counter[str], progress: ProgressCallback | None = None
+) -> Iterator[Record]:
+    """Check ``path`` is a capture and return an iterator over its records.
+
+    Raises ``CaptureError`` (one line, naming the file) when the file cannot be read at all.
+    Problems inside the file are counted in ``skipped`` and never raised.
+    """
+    path = Path(path)
+    stream, raw, compressed = _open_raw(path)
+    try:
+        head = stream.read(24)
+    except (OSError, EOFError, zlib.error) as exc:
+        raw.close()
+        raise CaptureError(f"{path}: gzip data cannot be decompressed ({exc})") from None
+    if not head:
+        raw.close()
+        what = "empty gzip-compressed file" if compressed else "empty file"
+        raise CaptureError(f"{path}: {what}, no capture header")
+    magic_le = struct.unpack_from("<I", head + b"\0\0\0\0")[0]
+    magic_be = struct.unpack_from(">I", head + b"\0\0\0\0")[0]
+    if PCAP_MAGIC_US in (magic_le, magic_be) or PCAP_MAGIC_NS in (magic_le, magic_be):
+        if len(head) < 24:
+            raw.close()
+            raise CaptureError(f"{path}: truncated pcap header ({len(head)} of 24 bytes)")
+        return _pcap_records(path, stream, raw, head, skipped, progress)
+    if magic_le == PCAPNG_SHB:
+        if len(head) < 12:
+            raw.close()
+            raise CaptureError(f"{path}: truncated pcapng section header")
+        return _pcapng_records(path, stream, raw, head, skipped, progress)
+    raw.close()
+    prefix = "gzip-compressed file holding " if compressed else ""
+    inner = _describe(head) if not compressed else _describe(head).replace("gzip data", "gzip")
+    raise CaptureError(f"{path}: not a pcap or pcapng file ({prefix}{inner})")
+
+
+def _progress_reporter(raw: BinaryIO, progress: ProgressCallback | None) -> Callable[[], None]:
+    def report() -> None:
+        if progress is not None:
+            with contextlib.suppress(OSError, ValueError):  # file closed under us: no report
+                progress(raw.tell())
+
+    return report
+
+
+def _pcap_records(
+    path: Path,
+    stream: BinaryIO,
+    raw: BinaryIO,
+    head: bytes,
+    skipped: Counter[str],
+    progress: ProgressCallback | None,
+) -> Iterator[Record]:
+    """Records of a classic pcap file (header already read)."""
+    order = "<" if struct.unpack_from("<I", head)[0] in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
+    magic = struct.unpack_from(order + "I", head)[0]
+    # The frac field counts micro- or nanoseconds depending on the magic.
+    frac_scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
+    # Upper bits of the link type field may carry FCS information (pcap spec, LinkType field).
+    linktype = struct.unpack_from(order + "I", head, 20)[0] & 0x0FFFFFFF
+    record_header = struct.Struct(order + "IIII").unpack_from
+    report = _progress_reporter(raw, progress)
+    next_report = PROGRESS_EVERY
+    buf = b""
+    pos = 0
+    try:
+        while True:
+            end_buf = len(buf)
+            # Inner loop over the records entirely inside the buffer: the hot path.
+            while pos + 16 <= end_buf:
+                sec, frac, caplen, _origlen = record_header(buf, pos)
+                end = pos + 16 + caplen
+                if end > end_buf:
+                    break
+                yield sec + frac * frac_scale, linktype, buf[pos + 16 : end]
+                pos = end
+            # Need more data: keep the partial record, read the next chunk.
+            if pos + 16 <= end_buf:
+                caplen = record_header(buf, pos)[2]
+                if caplen > MAX_RECORD:
+                    skipped["corrupt-record"] += 1
+                    return
+                want = max(READ_CHUNK, 16 + caplen)
+            else:
+                want = READ_CHUNK
+            chunk = _read(stream, want, path, skipped)
+            if not chunk:
+                if pos < end_buf:
+                    skipped["truncated-file"] += 1
+                return
+            buf = buf[pos:] + chunk
+            pos = 0
+            if raw.tell() >= next_report:
+                report()
+                next_report = raw.tell() + PROGRESS_EVERY
+    finally:
+        report()
+        raw.close()
+
+
+def _read(stream: BinaryIO, size: int, path: Path, skipped: Counter[str]) -> bytes:
+    """Read a chunk; a corrupt gzip stream ends the file like a truncation (counted)."""
+    try:
+        return stream.read(size)
+    except (OSError, EOFError, zlib.error):
+        skipped["corrupt-gzip"] += 1
+        return b""
+
+
+class _Interface:
+    __slots__ = ("linktype", "offset", "scale")
+
+    def __init__(self, linktype: int, scale: float, offset: float) -> None:
+        self.linktype = linktype
+        self.scale = scale  # seconds per timestamp unit
+        self.offset = offset  # seconds added to every timestamp
+
+
+def _parse_idb(body: bytes, order: str) -> _Interface:
+    """An Interface Description Block body (after type and length) -> link type and time base."""
+    linktype = struct.unpack_from(order + "H", body, 0)[0]
+    scale = 1e-6
+    offset = 0.0
+    pos = 8
+    while pos + 4 <= len(body):
+        code, length = struct.unpack_from(order + "HH", body, pos)
+        value = body[pos + 4 : pos + 4 + length]
+        if code == 0:  # opt_endofopt
+            break
+        if code == 9 and length >= 1:  # if_tsresol: 10^-n, or 2^-n when the high bit is set
+            resol = value[0]
+            scale = 2.0 ** -(resol & 0x7F) if resol & 0x80 else 10.0**-resol
+        elif code == 14 and length >= 8:  # if_tsoffset: seconds added to every timestamp
+            offset = float(struct.unpack_from(order + "q", value)[0])
+        pos += 4 + ((length + 3) & ~3)
+    return _Interface(linktype, scale, offset)
+
+
+def _pcapng_records(
+    path: Path,
+    stream: BinaryIO,
+    raw: BinaryIO,
+    head: bytes,
+    skipped: Counter[str],
+    progress: ProgressCallback | None,
+) -> Iterator[Record]:
+    """Records of a pcapng file (first 24 bytes already read)."""
+    report = _progress_reporter(raw, progress)
+    next_report = PROGRESS_EVERY
+    buf = head
+    pos = 0
+    order = "<"
+    interfaces: list[_Interface] = []
+    unpack_u32 = struct.Struct("<I").unpack_from
+    block_header = struct.Struct("<II").unpack_from
+    epb_header = struct.Struct("<IIIII").unpack_from
+    last_ts = 0.0
+    try:
+        while True:
+            end_buf = len(buf)
+            while pos + 12 <= end_buf:
+                btype, blen = block_header(buf, pos)
+                if btype == PCAPNG_SHB:
+                    # A new section: byte order may change, interfaces start over.
+                    bom = struct.unpack_from("<I", buf, pos + 8)[0]
+                    if bom == PCAPNG_BYTE_ORDER_MAGIC:
+                        order = "<"
+                    elif bom == 0x4D3C2B1A:
+                        order = ">"
+                    else:
+                        skipped["corrupt-block"] += 1
+                        return
+                    unpack_u32 = struct.Struct(order + "I").unpack_from
+                    block_header = struct.Struct(order + "II").unpack_from
+                    epb_header = struct.Struct(order + "IIIII").unpack_from
+                    blen = unpack_u32(buf, pos + 4)[0]
+                    interfaces = []
+                if blen < 12 or blen & 3 or blen > MAX_RECORD:
+                    skipped["corrupt-block"] += 1
+                    return
+                end = pos + blen
+                if end > end_buf:
+                    break
+                if btype == _EPB:
+                    iface_id, ts_high, ts_low, caplen, _origlen = epb_header(buf, pos + 8)
+                    if caplen > blen - 32 or iface_id >= len(interfaces):
+                        skipped["malformed-block"] += 1
+                    else:
+                        iface = interfaces[iface_id]
+                        last_ts = ((ts_high << 32) | ts_low) * iface.scale + iface.offset
+                        yield last_ts, iface.linktype, buf[pos + 28 : pos + 28 + caplen]
+                elif btype == _SPB:
+                    # Simple packet block: interface 0, no timestamp (keep the last one seen).
+                    if not interfaces:
+                        skipped["malformed-block"] += 1
+                    else:
+                        origlen = unpack_u32(buf, pos + 8)[0]
+                        caplen = min(origlen, blen - 16)
+                        yield last_ts, interfaces[0].linktype, buf[pos + 12 : pos + 12 + caplen]
+                elif btype == _IDB:
+                    try:
+                        interfaces.append(_parse_idb(buf[pos + 8 : end - 4], order))
+                    except struct.error:
+                        skipped["malformed-block"] += 1
+                        interfaces.append(_Interface(-1, 1e-6, 0.0))
+                elif btype == _OBSOLETE_PB:
+                    iface_id = struct.unpack_from(order + "H", buf, pos + 8)[0]
+                    ts_high, ts_low, caplen = struct.unpack_from(order + "III", buf, pos + 12)
+                    if caplen > blen - 32 or iface_id >= len(interfaces):
+                        skipped["malformed-block"] += 1
+                    else:
+                        iface = interfaces[iface_id]
+                        last_ts = ((ts_high << 32) | ts_low) * iface.scale + iface.offset
+                        yield last_ts, iface.linktype, buf[pos + 28 : pos + 28 + caplen]
+                # Other blocks (name resolution, statistics, custom, ...) are not packets.
+                pos = end
+            want = READ_CHUNK
+            if pos + 12 <= end_buf:
+                blen = block_header(buf, pos)[1]
+                if block_header(buf, pos)[0] == PCAPNG_SHB:
+                    blen = 12  # byte order unknown until the BOM is read: just read on
+                if blen > MAX_RECORD:
+                    skipped["corrupt-block"] += 1
+                    return
+                want = max(READ_CHUNK, blen)
+            chunk = _read(stream, want, path, skipped)
+            if not chunk:
+                if pos < end_buf:
+                    skipped["truncated-file"] += 1
+                return
+            buf = buf[pos:] + chunk
+            pos = 0
+            if raw.tell() >= next_report:
+                report()
+                next_report = raw.tell() + PROGRESS_EVERY
+    finally:
+        report()
+        raw.close()
