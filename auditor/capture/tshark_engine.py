@@ -44,12 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from auditor.capture import CaptureError, CaptureStats
+from auditor.capture.dns import type_name
 from auditor.capture.flows import (
     CLOSED_LINGER,
     TCP_IDLE_TIMEOUT,
     UDP_IDLE_TIMEOUT,
     _server_port_side,
 )
+from auditor.capture.tls import ALERT_DESCRIPTIONS, ALERT_LEVELS
 from auditor.model import (
     Certificate,
     ClientHello,
@@ -137,52 +139,9 @@ _RECORD_APPLICATION_DATA = 23
 # signature_algorithms (13), delegated_credentials (34), signature_algorithms_cert (50).
 _SIGNATURE_ALGORITHMS = 13
 _SIG_HASH_LIST_EXTENSIONS = frozenset({13, 34, 50})
-_ALERT_FATAL = 2
 
 # TCP flag bits (RFC 9293).
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
-
-# DNS RR type mnemonics for the types a query name is usually asked with (RFC 1035, 3596,
-# 9460); others are written the RFC 3597 way, "TYPE<n>".
-_DNS_TYPES = {
-    1: "A",
-    2: "NS",
-    5: "CNAME",
-    6: "SOA",
-    12: "PTR",
-    15: "MX",
-    16: "TXT",
-    28: "AAAA",
-    33: "SRV",
-    64: "SVCB",
-    65: "HTTPS",
-    255: "ANY",
-}
-
-# Names of TLS alert descriptions (IANA TLS Alerts registry) for the alert text.
-_ALERT_NAMES = {
-    0: "close_notify",
-    10: "unexpected_message",
-    20: "bad_record_mac",
-    40: "handshake_failure",
-    42: "bad_certificate",
-    43: "unsupported_certificate",
-    44: "certificate_revoked",
-    45: "certificate_expired",
-    46: "certificate_unknown",
-    47: "illegal_parameter",
-    48: "unknown_ca",
-    50: "decode_error",
-    51: "decrypt_error",
-    70: "protocol_version",
-    71: "insufficient_security",
-    80: "internal_error",
-    86: "inappropriate_fallback",
-    109: "missing_extension",
-    112: "unrecognized_name",
-    116: "certificate_required",
-    120: "no_application_protocol",
-}
 
 
 def find_tshark() -> str | None:
@@ -449,7 +408,7 @@ def _dns_message(
         ts=ts,
         origin=origin,
         query_name=query_name,
-        query_type=_DNS_TYPES.get(query_type, f"TYPE{query_type}"),
+        query_type=type_name(query_type),
         transaction_id=_number(_first(layers, "dns.id")) or 0,
         is_response=is_response,
         rcode=_number(_first(layers, "dns.flags.rcode")) if is_response else None,
@@ -476,7 +435,7 @@ def _dns_answers(layers: dict[str, Any]) -> list[DNSAnswer]:
         if index >= answer_count:
             continue  # authority / additional: read to keep the data lists aligned
         ttl = ttls[index] if index < len(ttls) else 0
-        answers.append(DNSAnswer(name, _DNS_TYPES.get(rtype, f"TYPE{rtype}"), data, ttl))
+        answers.append(DNSAnswer(name, type_name(rtype), data, ttl))
     return answers
 
 
@@ -549,7 +508,7 @@ class _Reader:
         if "dns" in protocols or "mdns" in protocols:
             yield from self._dns(layers, flow, ts)
         if "tls" in protocols:
-            yield from self._tls(layers, flow, ts, over_quic="quic" in protocols)
+            yield from self._tls(layers, flow, ts, "quic" in protocols, is_out)
         if "http" in protocols:
             yield from self._http(layers, flow, ts)
         if packet.transport == "tcp":
@@ -580,7 +539,7 @@ class _Reader:
         yield message
 
     def _tls(
-        self, layers: dict[str, Any], flow: _Flow, ts: float, over_quic: bool
+        self, layers: dict[str, Any], flow: _Flow, ts: float, over_quic: bool, from_client: bool
     ) -> Iterator[Observation]:
         flow.app_protocol = "quic" if over_quic else "tls"
         types = _numbers(layers, "tls.handshake.type")
@@ -603,9 +562,12 @@ class _Reader:
             handshake.certificates = _certificates(layers)
         levels = _numbers(layers, "tls.alert_message.level")
         descriptions = _numbers(layers, "tls.alert_message.desc")
-        for level, description in zip(levels, descriptions, strict=False):
-            if level == _ALERT_FATAL and handshake.alert is None:
-                handshake.alert = _ALERT_NAMES.get(description, f"alert {description}")
+        if not from_client and handshake.alert is None and levels and descriptions:
+            # The first cleartext alert from the server, written as the fast engine does.
+            level = ALERT_LEVELS.get(levels[0], f"level_{levels[0]}")
+            handshake.alert = (
+                f"{level}:{ALERT_DESCRIPTIONS.get(descriptions[0], f'alert_{descriptions[0]}')}"
+            )
         if (
             not flow.tls_emitted
             and handshake.server is not None
