@@ -18,7 +18,16 @@ import hashlib
 import warnings
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
+from cryptography.hazmat.primitives.asymmetric import (
+    dsa,
+    ec,
+    ed448,
+    ed25519,
+    padding,
+    rsa,
+    x448,
+    x25519,
+)
 from cryptography.x509.oid import NameOID
 
 from auditor.model import Certificate
@@ -87,7 +96,31 @@ def _is_self_signed(cert: x509.Certificate) -> bool:
     if cert.subject != cert.issuer:
         return False
     try:
-        cert.verify_directly_issued_by(cert)
+        key = cert.public_key()
+        hash_algorithm = cert.signature_hash_algorithm
+        # Verify by hand rather than with verify_directly_issued_by, which refuses SHA-1: old
+        # self-signed SHA-1 certificates are exactly what the weak-TLS checks must recognise.
+        if isinstance(key, rsa.RSAPublicKey):
+            parameters = cert.signature_algorithm_parameters
+            rsa_padding = parameters if parameters is not None else padding.PKCS1v15()
+            key.verify(
+                cert.signature,
+                cert.tbs_certificate_bytes,
+                rsa_padding,  # type: ignore[arg-type]
+                hash_algorithm,  # type: ignore[arg-type]
+            )
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(
+                cert.signature,
+                cert.tbs_certificate_bytes,
+                ec.ECDSA(hash_algorithm),  # type: ignore[arg-type]
+            )
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, hash_algorithm)  # type: ignore[arg-type]
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes)
+        else:
+            return False
     except Exception:  # bad signature, unsupported key or padding: not provably self-signed
         return False
     return True
