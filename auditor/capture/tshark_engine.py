@@ -51,6 +51,7 @@ from auditor.capture.flows import (
     UDP_IDLE_TIMEOUT,
     _server_port_side,
 )
+from auditor.capture.http import host_without_port
 from auditor.capture.tls import ALERT_DESCRIPTIONS, ALERT_LEVELS
 from auditor.model import (
     Certificate,
@@ -448,15 +449,6 @@ def _headers(lines: list[str]) -> list[tuple[str, str]]:
     return headers
 
 
-def _host_without_port(host: str | None) -> str | None:
-    if not host:
-        return None
-    if host.startswith("["):  # [v6]:port
-        return host[1:].split("]", 1)[0]
-    name, sep, port = host.rpartition(":")
-    return name if sep and port.isdigit() and ":" not in name else host
-
-
 def _body(layers: dict[str, Any]) -> bytes:
     data = _all(layers, "http.file_data")
     return data[0].encode("utf-8", "surrogateescape") if data else b""
@@ -592,15 +584,18 @@ class _Reader:
     def _http(self, layers: dict[str, Any], flow: _Flow, ts: float) -> Iterator[Observation]:
         method = _first(layers, "http.request.method")
         if method is not None:
-            host_header = _first(layers, "http.host")
+            target = _first(layers, "http.request.uri") or ""
+            host = host_without_port(_first(layers, "http.host"))
+            if host is None and target.startswith(("http://", "https://")):
+                host = host_without_port(target.split("/", 3)[2])  # absolute-form (proxy)
             request = HTTPRequest(
                 flow=flow.flow_tuple,
                 ts=ts,
-                server_name=_host_without_port(host_header),
+                server_name=host,
                 origin=self.origin,
                 method=method,
-                host=_host_without_port(host_header),
-                path=_first(layers, "http.request.uri") or "",
+                host=host,
+                path=target,
                 http_version=_first(layers, "http.request.version") or "",
                 headers=_headers(_all(layers, "http.request.line")),
                 body=_body(layers),
