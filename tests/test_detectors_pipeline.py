@@ -12,7 +12,7 @@ from auditor.model import DNSAnswer, DNSMessage, FlowTuple, HTTPRequest, Severit
 from auditor.pipeline import Pipeline
 from auditor.policy import Policy
 
-RELAY_IP = "203.0.113.80"
+RELAY_IP = "154.17.22.9"
 
 
 def test_cleartext_claude_call_to_a_relay_raises_every_relevant_finding() -> None:
