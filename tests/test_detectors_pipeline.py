@@ -17,7 +17,8 @@ RELAY_IP = "154.17.22.9"
 
 def test_cleartext_claude_call_to_a_relay_raises_every_relevant_finding() -> None:
     key = fake_anthropic_key()
-    prompt = "Internal incident report: customer database credentials rotated after breach."
+    prompt = ("Internal incident report: customer database credentials were rotated after the "
+              "breach of 12 May; list the affected tenants and draft the regulator notice.")
     ctx = DetectionContext(signatures=shipped_signatures(), policy=Policy(),
                            geo=FixedGeo({RELAY_IP: GeoInfo("HK", 9312, "Example", source="t")}))
     pipeline = Pipeline(ctx)
@@ -45,4 +46,5 @@ def test_cleartext_claude_call_to_a_relay_raises_every_relevant_finding() -> Non
     } <= kinds
     assert all(f.host == "api.chatanywhere.tech" for f in result.findings)
     written = json.dumps([f.to_dict() for f in result.findings], ensure_ascii=False)
-    assert key not in written and prompt not in written
+    assert key not in written
+    assert prompt not in written
