@@ -227,6 +227,11 @@ def _records(data: bytes, side: str) -> Iterator[_Record]:
                 f"{side} record at offset {pos}: length {length} exceeds the TLS maximum "
                 f"{MAX_RECORD_LENGTH}"
             )
+        if length == 0 and content_type in (CONTENT_HANDSHAKE, CONTENT_ALERT):
+            # RFC 8446 §5.1: zero-length handshake and alert fragments are forbidden.
+            raise TLSParseError(
+                f"{side} record at offset {pos}: zero-length content type {content_type}"
+            )
         if len(data) - pos - 5 < length:
             return
         yield _Record(content_type, version, data[pos + 5 : pos + 5 + length])
