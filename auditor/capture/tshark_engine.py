@@ -473,7 +473,7 @@ class _Reader:
         ts = float(_first(layers, "frame.time_epoch") or 0.0)
         packet = _packet(layers)
         if packet is None:
-            self.stats.skipped["not-tcp-or-udp"] += 1
+            self.stats.skipped["not-tcp-udp"] += 1
             return
         if ts >= self.next_sweep:
             yield from self._sweep(ts)
@@ -694,7 +694,12 @@ def read_observations_tshark(
         stderr_file.seek(0)
         stderr = stderr_file.read().decode("utf-8", "replace")
     if process.returncode != 0:
-        raise CaptureError(f"{path}: {_tshark_reason(stderr, process.returncode)}")
+        reason = _tshark_reason(stderr, process.returncode)
+        if stats.packets == 0:
+            raise CaptureError(f"{path}: {reason}")
+        # tshark stopped part-way (a cut-short or corrupt record): keep what it read, as the
+        # fast engine does, and count why the rest is missing.
+        stats.skipped["truncated-file" if "cut short" in reason else "corrupt-record"] += 1
     if stats.packets == 0 and path.stat().st_size == 0:
         raise CaptureError(f"{path}: empty file, not a capture")
     for obs in reader.finish_all():
