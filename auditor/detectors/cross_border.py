@@ -1,6 +1,9 @@
 """cross-border: AI traffic leaving the organisation's allowed countries or jurisdictions.
 
-    Connection / TLSHandshake / HTTPRequest / LLMCall -> this detector -> findings
+    Connection / LLMCall -> this detector -> findings
+
+Both sources emit a ``Connection`` per flow, so judging handshakes and requests as well would
+only count the same flow several times.
 
 Only AI-related destinations are judged, never every CDN connection: a name that is an
 official provider endpoint or a relay in the signatures, or any host an LLM call was seen on
@@ -22,16 +25,7 @@ from typing import Any, ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import names_seen
-from auditor.model import (
-    Connection,
-    Finding,
-    HTTPRequest,
-    LLMCall,
-    Observation,
-    Severity,
-    TLSHandshake,
-    finding_for,
-)
+from auditor.model import Connection, Finding, LLMCall, Observation, Severity, finding_for
 from auditor.signatures import ProviderEndpoint, RelayDomain
 
 # Provider endpoint kinds that receive the organisation's data through an API.
@@ -43,12 +37,7 @@ class CrossBorderDetector(Detector):
     description: ClassVar[str] = (
         "AI destinations in countries or jurisdictions the policy does not allow"
     )
-    observes: ClassVar[tuple[type[Observation], ...]] = (
-        Connection,
-        TLSHandshake,
-        HTTPRequest,
-        LLMCall,
-    )
+    observes: ClassVar[tuple[type[Observation], ...]] = (Connection, LLMCall)
 
     def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
         endpoint, relay = self._ai_identity(obs, ctx)
