@@ -24,6 +24,7 @@ _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/1\.[019]
 # What the first bytes of a client stream look like when it speaks HTTP/1.x: a method token
 # in capitals and a space.
 _REQUEST_START = re.compile(rb"[A-Z][A-Z_-]{1,15} ")
+_METHOD_PREFIX = re.compile(rb"[A-Z][A-Z_-]{0,15}")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]+)[ \t]*(?:;[^\r\n]*)?\r?\n")
 
 
@@ -58,6 +59,11 @@ class RequestParse:
 def looks_like_http_request(data: bytes | bytearray) -> bool:
     """The first bytes of a client stream look like an HTTP/1.x request line."""
     return _REQUEST_START.match(data) is not None
+
+
+def may_become_http_request(data: bytes | bytearray) -> bool:
+    """Too few bytes to tell yet: they could still be the start of a method token."""
+    return _METHOD_PREFIX.fullmatch(data) is not None
 
 
 def host_without_port(value: str | None) -> str | None:

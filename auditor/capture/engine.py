@@ -1,0 +1,565 @@
+"""The fast offline engine: a capture file in, observations out, in capture order.
+
+    capture file -> reader -> packets -> flows -> [this module: TLS/DNS/HTTP parsing] -> pipeline
+
+``read_observations(path, stats, progress=None)`` glues the reader (``reader.py``), packet
+decoding (``packets.py``), the flow table (``flows.py``) and the parsers (``tls.py``,
+``quic.py``, ``dns.py``, ``http.py``). It yields, as soon as each is known:
+
+- ``DNSMessage`` for every DNS query/response (UDP 53/5353, TCP 53), so the pipeline learns
+  names before the flows that use them;
+- ``TLSHandshake`` once per TLS flow (both sides parsed, or the flow ended), over TCP or QUIC;
+- ``HTTPRequest`` for every cleartext HTTP/1.x request;
+- ``Connection`` when its flow ends (FIN/RST both ways, idle timeout, table full, end of file).
+
+Speed: most packets of a capture are bulk data on flows whose handshake is already parsed.
+Those take the inlined fast path in ``_observations`` (Ethernet + IPv4 without options + a
+known flow that needs no more bytes: a dictionary lookup and three counter updates); everything
+else goes through ``_Engine.packet``. Nothing in a packet can raise out of the engine: bad
+packets and streams are counted in ``CaptureStats.skipped``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from auditor.capture import CaptureStats
+from auditor.capture.dns import DNSParseError, parse_dns
+from auditor.capture.flows import (
+    MAX_FLOWS,
+    TCP_IDLE_TIMEOUT,
+    UDP_IDLE_TIMEOUT,
+    Direction,
+    Flow,
+    FlowTable,
+)
+from auditor.capture.http import (
+    HTTPParseError,
+    looks_like_http_request,
+    may_become_http_request,
+    parse_request,
+)
+from auditor.capture.packets import (
+    IPPROTO_TCP,
+    LINKTYPE_ETHERNET,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Packet,
+    decode,
+)
+from auditor.capture.reader import open_capture
+from auditor.model import (
+    ClientHello,
+    Connection,
+    DNSMessage,
+    HTTPRequest,
+    Observation,
+    TLSHandshake,
+)
+
+try:  # written in parallel: until it exists, TLS is simply not parsed
+    from auditor.capture import tls as tls_parser
+except ImportError:  # pragma: no cover - depends on the checkout
+    tls_parser = None  # type: ignore[assignment]
+try:
+    from auditor.capture import quic as quic_parser
+except ImportError:  # pragma: no cover
+    quic_parser = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+DNS_PORTS = frozenset((53, 5353))
+# Capture seconds between idle sweeps of the flow table.
+SWEEP_INTERVAL = 5.0
+# Client datagrams of a UDP flow tried as QUIC Initials before giving up (Chrome may spread its
+# ClientHello over two or three).
+QUIC_MAX_INITIALS = 4
+# Fraction of the flow table ended early when it is full (ending one at a time would thrash).
+EVICT_FRACTION = 8
+# TLS 1.3: the certificate is encrypted, so the ServerHello is all the server side shows.
+TLS_1_3 = 0x0304
+
+ProgressCallback = Callable[[int], None]
+
+
+def read_observations(
+    path: str | Path,
+    stats: CaptureStats,
+    progress: ProgressCallback | None = None,
+    *,
+    max_flows: int = MAX_FLOWS,
+    tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+    udp_idle_timeout: float = UDP_IDLE_TIMEOUT,
+) -> Iterator[Observation]:
+    """Observations of one capture file, in capture order.
+
+    Raises ``CaptureError`` at once when the file cannot be read at all; counts everything
+    else in ``stats``. ``progress`` is called now and then with the bytes of the file read.
+    """
+    path = Path(path)
+    records = open_capture(path, stats.skipped, progress)
+    engine = _Engine(path, stats, FlowTable(max_flows, tcp_idle_timeout, udp_idle_timeout))
+    return _observations(engine, records)
+
+
+def _observations(
+    engine: _Engine, records: Iterator[tuple[float, int, bytes]]
+) -> Iterator[Observation]:
+    """The packet loop, with the fast path for bulk packets inlined (see the module doc)."""
+    tcp = engine.table.tcp
+    udp = engine.table.udp
+    out = engine.out
+    slow_path = engine.packet
+    stats = engine.stats
+    packets = 0
+    captured = 0
+    try:
+        for ts, linktype, frame in records:
+            packets += 1
+            captured += len(frame)
+            # Fast path: Ethernet, IPv4 with a 20-byte header, not a fragment, known flow whose
+            # direction needs no more bytes, no SYN/FIN/RST. Offsets: IPv4 at 14, transport at
+            # 34; frame[26:38] is src, dst, sport, dport: the flow-table key.
+            if (
+                linktype == LINKTYPE_ETHERNET
+                and len(frame) >= 54
+                and frame[12] == 0x08
+                and frame[13] == 0x00
+                and frame[14] == 0x45
+                and not (frame[20] & 0x3F or frame[21])
+            ):
+                protocol = frame[23]
+                if protocol == 6:
+                    direction = tcp.get(frame[26:38])
+                    if direction is not None and not direction.collecting and not frame[47] & 7:
+                        direction.packets += 1
+                        direction.bytes += ((frame[16] << 8) | frame[17]) - 20
+                        direction.last_seen = ts
+                        continue
+                elif protocol == 17:
+                    direction = udp.get(frame[26:38])
+                    if direction is not None and not direction.collecting:
+                        direction.packets += 1
+                        direction.bytes += ((frame[16] << 8) | frame[17]) - 20
+                        direction.last_seen = ts
+                        continue
+            try:
+                slow_path(ts, linktype, frame)
+            except Exception:  # a parser bug must not end the analysis of the file
+                engine.internal_error()
+            if out:
+                yield from out
+                out.clear()
+        engine.finish()
+        yield from out
+        out.clear()
+    finally:
+        stats.packets += packets
+        stats.bytes += captured
+
+
+class _TLSState:
+    """What has been parsed of one flow's TLS handshake so far."""
+
+    __slots__ = ("alert", "certificates", "client", "client_done", "server", "server_done", "ts")
+
+    def __init__(self) -> None:
+        self.client: ClientHello | None = None
+        self.server = None  # ServerHello | None
+        self.certificates: list = []  # type: ignore[type-arg]
+        self.alert: str | None = None
+        self.client_done = False
+        self.server_done = False
+        self.ts: float | None = None  # time of the ClientHello
+
+
+class _Engine:
+    """Per-file state: the flow table, the observations waiting to be yielded, the stats."""
+
+    def __init__(self, path: Path, stats: CaptureStats, table: FlowTable) -> None:
+        self.origin = f"pcap:{path.name}"
+        self.stats = stats
+        self.skipped = stats.skipped
+        self.table = table
+        self.out: list[Observation] = []
+        self.next_sweep: float | None = None
+        self._internal_errors_logged = 0
+
+    # -- packets ------------------------------------------------------------------------------
+
+    def packet(self, ts: float, linktype: int, frame: bytes) -> None:
+        """Everything the fast path does not take: new flows, handshakes, flags, other links."""
+        packet = decode(linktype, frame, self.skipped)
+        if packet is None:
+            return
+        if self.next_sweep is None:
+            self.next_sweep = ts + SWEEP_INTERVAL
+        elif ts >= self.next_sweep:
+            self._sweep(ts)
+            self.next_sweep = ts + SWEEP_INTERVAL
+        if packet.transport == IPPROTO_TCP:
+            self._tcp(ts, packet)
+        else:
+            self._udp(ts, packet)
+
+    def internal_error(self) -> None:
+        self.skipped["internal-error"] += 1
+        if self._internal_errors_logged < 5:
+            self._internal_errors_logged += 1
+            log.warning("%s: packet processing failed", self.origin, exc_info=True)
+
+    def _new_flow(self, ts: float, packet: Packet) -> Direction:
+        if len(self.table) >= self.table.max_flows:
+            self._make_room()
+        direction = self.table.create(packet, ts)
+        self.stats.flows += 1
+        flow = direction.flow
+        if flow.tuple.dst_port in DNS_PORTS or (
+            flow.transport != IPPROTO_TCP and flow.tuple.src_port in DNS_PORTS
+        ):
+            flow.app = "dns"
+        return direction
+
+    def _tcp(self, ts: float, packet: Packet) -> None:
+        flags = packet.flags
+        opening = flags & TCP_SYN and not flags & TCP_ACK
+        direction = self.table.tcp.get(packet.key)
+        if direction is not None:
+            flow = direction.flow
+            if flow.closed:
+                if not opening:
+                    return  # trailing ACK/FIN of an ended flow: absorbed by its tombstone
+                self.table.remove(flow)  # the tuple is reused by a new connection
+                direction = None
+            elif (
+                opening
+                and direction.next_seq is not None
+                and direction.next_seq != (packet.seq + 1) & 0xFFFFFFFF
+            ):
+                # A new SYN (not a retransmission) on a live tuple: the old flow is over.
+                self._end(flow)
+                self.table.remove(flow)
+                direction = None
+        if direction is None:
+            direction = self._new_flow(ts, packet)
+        flow = direction.flow
+        direction.packets += 1
+        direction.bytes += packet.ip_payload_len
+        direction.last_seen = ts
+        seq = packet.seq
+        if flags & TCP_SYN:
+            seq = (seq + 1) & 0xFFFFFFFF  # the SYN takes one sequence number
+            direction.start(seq)
+        if (
+            packet.payload
+            and direction.collecting
+            and direction.add_segment(seq, packet.payload, ts)
+        ):
+            self._stream_data(flow, final=False)
+        if flags & TCP_RST:
+            self._end(flow)
+        elif flags & TCP_FIN:
+            direction.fin = True
+            if flow.client.fin and flow.server.fin:
+                self._end(flow)
+
+    def _udp(self, ts: float, packet: Packet) -> None:
+        direction = self.table.udp.get(packet.key)
+        if direction is None:
+            direction = self._new_flow(ts, packet)
+        flow = direction.flow
+        direction.packets += 1
+        direction.bytes += packet.ip_payload_len
+        direction.last_seen = ts
+        if not direction.collecting:
+            return
+        payload = packet.payload
+        if flow.app == "dns":
+            self._dns_message(flow, payload, ts)
+        elif (
+            direction.from_client
+            and flow.app is None
+            and quic_parser is not None
+            and payload
+            and payload[0] & 0x80
+        ):
+            self._quic(flow, payload, ts)
+        else:
+            direction.stop()  # nothing to read in it
+
+    # -- application layers -------------------------------------------------------------------
+
+    def _stream_data(self, flow: Flow, final: bool) -> None:
+        """New in-order bytes on a TCP flow (or its end): run the parser its protocol needs."""
+        if flow.app is None:
+            self._decide_app(flow, final)
+            if flow.app is None:
+                return
+        if flow.app == "tls":
+            self._tls(flow, final)
+        elif flow.app == "http":
+            self._http(flow, final)
+        elif flow.app == "dns":
+            self._dns_stream(flow, flow.client, final)
+            self._dns_stream(flow, flow.server, final)
+
+    def _decide_app(self, flow: Flow, final: bool) -> None:
+        """Tell the protocol from the first client bytes (never from the port number)."""
+        data = flow.client.data
+        if not data:
+            if flow.server.full or (final and flow.server.data):
+                self._give_up(flow)  # the server talks first and alone: not TLS or HTTP
+            return
+        if tls_parser is not None and tls_parser.looks_like_tls(bytes(data[:16])):
+            flow.app = "tls"
+            flow.app_state = _TLSState()
+        elif looks_like_http_request(data):
+            flow.app = "http"
+            flow.server.stop()  # responses are not read (yet)
+        elif final or flow.client.full:
+            self._give_up(flow)
+        elif may_become_http_request(data):
+            return  # "GE": wait for the rest of the method
+        elif len(data) < 5 and (data[0] == 0x16 or data[0] & 0x80):
+            return  # the start of a TLS record header: wait for all five bytes
+        else:
+            self._give_up(flow)
+
+    def _give_up(self, flow: Flow) -> None:
+        flow.app = "other"
+        flow.client.stop()
+        flow.server.stop()
+
+    def _tls(self, flow: Flow, final: bool) -> None:
+        assert tls_parser is not None
+        state: _TLSState = flow.app_state  # type: ignore[assignment]
+        client, server = flow.client, flow.server
+        if not state.client_done and (client.data or final):
+            try:
+                hello = tls_parser.parse_client_stream(bytes(client.data))
+            except tls_parser.TLSParseError:
+                self.skipped["malformed-tls"] += 1
+                hello = None
+                state.client_done = True
+            else:
+                if hello is not None:
+                    state.client = hello
+                    state.ts = client.first_data_ts
+                    state.client_done = True
+                elif final or client.full:
+                    state.client_done = True
+            if state.client_done:
+                client.stop()
+        if not state.server_done and (server.data or final):
+            try:
+                parsed = tls_parser.parse_server_stream(bytes(server.data))
+            except tls_parser.TLSParseError:
+                self.skipped["malformed-tls"] += 1
+                state.server_done = True
+            else:
+                state.server = parsed.server
+                state.certificates = parsed.certificates
+                state.alert = parsed.alert
+                hello_done = parsed.server is not None and (
+                    bool(parsed.certificates) or parsed.server.version >= TLS_1_3
+                )
+                if hello_done or parsed.alert or final or server.full:
+                    state.server_done = True
+            if state.server_done:
+                server.stop()
+        if state.client_done and state.server_done and flow.tls is None:
+            self._emit_tls(flow, state)
+
+    def _emit_tls(self, flow: Flow, state: _TLSState) -> None:
+        if state.client is None and state.server is None and state.alert is None:
+            return  # looked like TLS but nothing could be read: counted as malformed
+        handshake = TLSHandshake(
+            flow=flow.tuple,
+            ts=state.ts if state.ts is not None else (flow.server.first_data_ts or flow.first_seen),
+            server_name=state.client.server_name if state.client else None,
+            origin=self.origin,
+            client=state.client,
+            server=state.server,
+            certificates=state.certificates,
+            alert=state.alert,
+        )
+        flow.tls = handshake
+        self._emit(handshake)
+
+    def _quic(self, flow: Flow, payload: bytes, ts: float) -> None:
+        assert quic_parser is not None and tls_parser is not None
+        tried: list[bytes] = flow.app_state if isinstance(flow.app_state, list) else []
+        flow.app_state = tried
+        tried.append(bytes(payload))
+        try:
+            hello = quic_parser.parse_quic_initial(payload)
+            if hello is None and len(tried) > 1:
+                hello = quic_parser.parse_quic_initials(tried)
+        except tls_parser.TLSParseError:
+            self.skipped["malformed-quic"] += 1
+            flow.client.stop()
+            flow.server.stop()
+            flow.app_state = None
+            return
+        if hello is not None:
+            hello.over_quic = True
+            flow.app = "quic"
+            flow.app_state = None
+            flow.client.stop()
+            flow.server.stop()
+            handshake = TLSHandshake(
+                flow=flow.tuple,
+                ts=ts,
+                server_name=hello.server_name,
+                origin=self.origin,
+                client=hello,
+            )
+            flow.tls = handshake
+            self._emit(handshake)
+        elif len(tried) >= QUIC_MAX_INITIALS:
+            flow.app_state = None
+            flow.client.stop()
+            flow.server.stop()
+
+    def _http(self, flow: Flow, final: bool) -> None:
+        client = flow.client
+        while client.collecting:
+            try:
+                parsed = parse_request(client.data, final or client.full)
+            except HTTPParseError:
+                self.skipped["malformed-http"] += 1
+                client.stop()
+                return
+            if parsed is None:
+                return
+            request = parsed.request
+            observation = HTTPRequest(
+                flow=flow.tuple,
+                ts=client.time_at(client.buffer_offset),
+                server_name=request.host,
+                origin=self.origin,
+                method=request.method,
+                host=request.host,
+                path=request.target,
+                http_version=request.version,
+                headers=request.headers,
+                body=request.body,
+                body_truncated=request.body_truncated,
+                body_error=request.body_error,
+                encrypted=False,
+            )
+            flow.http.append(observation)
+            self._emit(observation)
+            client.consume(parsed.consumed)
+            client.skip += parsed.skip
+            if not parsed.in_sync or request.method == "CONNECT":
+                # Where the next request starts is unknown (cut chunked body), or the stream
+                # becomes a tunnel.
+                client.stop()
+                return
+            if not client.data:
+                return
+
+    def _dns_stream(self, flow: Flow, direction: Direction, final: bool) -> None:
+        """DNS over TCP: messages with a two-byte length prefix (RFC 1035 4.2.2)."""
+        data = direction.data
+        while direction.collecting and len(data) >= 2:
+            length = (data[0] << 8) | data[1]
+            if len(data) < 2 + length:
+                if direction.full:
+                    direction.stop()
+                return
+            self._dns_message(flow, bytes(data[2 : 2 + length]), direction.last_seen)
+            direction.consume(2 + length)
+            data = direction.data
+
+    def _dns_message(self, flow: Flow, message: bytes, ts: float) -> None:
+        try:
+            parsed = parse_dns(message)
+        except (DNSParseError, ValueError, IndexError):
+            self.skipped["malformed-dns"] += 1
+            return
+        observation = DNSMessage(
+            flow=flow.tuple,
+            ts=ts,
+            server_name=parsed.query_name.rstrip(".").lower() or None,
+            origin=self.origin,
+            query_name=parsed.query_name,
+            query_type=parsed.query_type,
+            transaction_id=parsed.transaction_id,
+            is_response=parsed.is_response,
+            rcode=parsed.rcode if parsed.is_response else None,
+            answers=parsed.answers,
+        )
+        flow.dns.append(observation)
+        self._emit(observation)
+
+    # -- flow ends ----------------------------------------------------------------------------
+
+    def _end(self, flow: Flow) -> None:
+        """Finish parsing what the flow buffered and emit its observations and Connection."""
+        if flow.closed:
+            return
+        if flow.transport == IPPROTO_TCP and flow.app != "other":
+            try:
+                self._stream_data(flow, final=True)
+            except Exception:
+                self.internal_error()
+        if flow.app == "tls" and flow.tls is None and isinstance(flow.app_state, _TLSState):
+            self._emit_tls(flow, flow.app_state)
+        tls = flow.tls if isinstance(flow.tls, TLSHandshake) else None
+        http = [h for h in flow.http if isinstance(h, HTTPRequest)]
+        server_name = None
+        if tls is not None and tls.client is not None:
+            server_name = tls.client.server_name
+        if server_name is None and http:
+            server_name = http[0].host
+        app = flow.app if flow.app in ("tls", "http", "dns", "quic") else None
+        self._emit(
+            Connection(
+                flow=flow.tuple,
+                ts=flow.first_seen,
+                server_name=server_name,
+                origin=self.origin,
+                first_seen=flow.first_seen,
+                last_seen=flow.last_seen,
+                packets_out=flow.client.packets,
+                packets_in=flow.server.packets,
+                bytes_out=flow.client.bytes,
+                bytes_in=flow.server.bytes,
+                tls=tls,
+                http=http,
+                dns=[d for d in flow.dns if isinstance(d, DNSMessage)],
+                app_protocol=app,
+                client_direction_guessed=flow.direction_guessed,
+            )
+        )
+        flow.closed = True
+        flow.app_state = None
+        flow.client.stop()
+        flow.server.stop()
+
+    def _sweep(self, now: float) -> None:
+        for flow in self.table.sweep(now):
+            self._end(flow)
+            self.table.remove(flow)
+
+    def _make_room(self) -> None:
+        for flow in self.table.oldest_open(max(1, self.table.max_flows // EVICT_FRACTION)):
+            self.skipped["flow-table-full"] += 1
+            self._end(flow)
+            self.table.remove(flow)
+
+    def finish(self) -> None:
+        """End of input: every open flow ends now, oldest first."""
+        for flow in self.table.open_flows():
+            self._end(flow)
+            self.table.remove(flow)
+
+    def _emit(self, observation: Observation) -> None:
+        self.stats.observations[type(observation).__name__] += 1
+        self.out.append(observation)
