@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
-from auditor.detectors.destination_names import names_seen, refile
+from auditor.detectors.destination_names import identify, names_seen, refile
 from auditor.model import (
     Connection,
     DNSMessage,
@@ -44,8 +44,9 @@ class AIServiceDetector(Detector):
     def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
         signatures, policy = ctx.signatures, ctx.policy
         for seen in names_seen(obs):
-            endpoint = signatures.provider_for_host(seen.name)
-            if endpoint is None or signatures.relay_for_host(seen.name) is not None:
+            identity = identify(signatures, seen.name)
+            endpoint = identity.provider
+            if endpoint is None or identity.relay is not None:
                 continue
             evidence = {
                 "provider": endpoint.provider,

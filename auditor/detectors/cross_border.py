@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
-from auditor.detectors.destination_names import names_seen
+from auditor.detectors.destination_names import identify, names_seen
 from auditor.model import Connection, Finding, LLMCall, Observation, Severity, finding_for
 from auditor.signatures import ProviderEndpoint, RelayDomain
 
@@ -106,6 +106,7 @@ class CrossBorderDetector(Detector):
         endpoint: ProviderEndpoint | None = None
         relay: RelayDomain | None = None
         for seen in names_seen(obs):
-            endpoint = endpoint or ctx.signatures.provider_for_host(seen.name)
-            relay = relay or ctx.signatures.relay_for_host(seen.name)
+            identity = identify(ctx.signatures, seen.name)
+            endpoint = endpoint or identity.provider
+            relay = relay or identity.relay
         return endpoint, relay

@@ -4,12 +4,12 @@ Shared by the name-based detectors (``relay_domain``, ``ai_service``, ``cross_bo
 ClientHello names its server in SNI, a DNS message in its question (and CNAME answers), an HTTP
 request in Host, a connection in the name the source or the pipeline's DNS book gave it. The
 findings are filed under the name itself, so that a DNS lookup, the TLS handshake and the HTTP
-request to the same relay merge into one finding.
+request to the same relay merge into one finding. ``identify`` answers what the signatures say
+a name is (official endpoint, relay), remembered per name because every observation asks.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from auditor.model import (
@@ -21,7 +21,36 @@ from auditor.model import (
     Observation,
     TLSHandshake,
 )
-from auditor.signatures import normalise_host
+from auditor.signatures import ProviderEndpoint, RelayDomain, Signatures, normalise_host
+
+# Names remembered for the signature set in use: the rule lists are scanned linearly, and one
+# capture asks about the same few hundred names for every observation. One set at a time, so a
+# process that loads new signatures does not keep the old ones alive.
+NAME_CACHE_SIZE = 65536
+_cache_owner: list[Signatures] = []
+_cache: dict[str, Identity] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What the signatures say a name is: an official endpoint, a relay, both or neither."""
+
+    provider: ProviderEndpoint | None
+    relay: RelayDomain | None
+
+
+def identify(signatures: Signatures, name: str) -> Identity:
+    """``provider_for_host`` and ``relay_for_host`` of ``name``, memoised per signature set."""
+    if not _cache_owner or _cache_owner[0] is not signatures:
+        _cache_owner[:] = [signatures]
+        _cache.clear()
+    found = _cache.get(name)
+    if found is None:
+        if len(_cache) >= NAME_CACHE_SIZE:
+            _cache.clear()
+        found = Identity(signatures.provider_for_host(name), signatures.relay_for_host(name))
+        _cache[name] = found
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +58,6 @@ class SeenName:
     name: str  # normalised: lower case, no port, no trailing dot
     where: str  # "sni" | "dns" | "dns-cname" | "http-host" | "address"
     address: str | None  # the destination address the name stands for, when known
-
-
-def is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def names_seen(obs: Observation) -> list[SeenName]:

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
-from auditor.detectors.destination_names import names_seen, refile
+from auditor.detectors.destination_names import identify, names_seen, refile
 from auditor.model import (
     Connection,
     DNSMessage,
@@ -71,7 +71,7 @@ class RelayDomainDetector(Detector):
 
     def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
         for seen in names_seen(obs):
-            relay = ctx.signatures.relay_for_host(seen.name)
+            relay = identify(ctx.signatures, seen.name).relay
             if relay is None:
                 continue
             kind, severity = classify(relay)

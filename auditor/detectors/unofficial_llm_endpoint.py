@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
+from auditor.detectors.destination_names import identify
 from auditor.detectors.relay_domain import AGGREGATOR_CATEGORY
 from auditor.model import Finding, LLMCall, Observation, Severity, finding_for
 from auditor.signatures import Signatures, normalise_host
@@ -64,10 +65,11 @@ class UnofficialLLMEndpointDetector(Detector):
         assert isinstance(obs, LLMCall)
         sigs = ctx.signatures
         host = normalise_host(obs.request.host or obs.host)
-        endpoint = sigs.provider_for_host(host)
+        identity = identify(sigs, host)
+        endpoint = identity.provider
         if endpoint is not None and obs.family in endpoint.api_shapes:
             return
-        relay = sigs.relay_for_host(host)
+        relay = identity.relay
         scope = address_scope(obs.flow.dst_ip)
         if scope == "loopback":
             severity, why = Severity.INFO, "loopback: a local model server; nothing left the host"
