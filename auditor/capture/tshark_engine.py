@@ -407,6 +407,7 @@ def _dns_message(
     return DNSMessage(
         flow=flow,
         ts=ts,
+        server_name=query_name.rstrip(".").lower() or None,  # as the fast engine names it
         origin=origin,
         query_name=query_name,
         query_type=type_name(query_type),
