@@ -341,6 +341,21 @@ def test_tls12_server_alpn_and_protocol_version_alert(pki: dict[str, Path]) -> N
     assert parsed.alert == "fatal:protocol_version"
 
 
+@needs_openssl
+def test_hello_retry_request_real_handshake(pki: dict[str, Path]) -> None:
+    # The client's default key share (X25519) is not what the server accepts: it must retry.
+    client_bytes, server_bytes = openssl_handshake(
+        ["-cert", str(pki["ca.pem"]), "-key", str(pki["ca.key"]), "-groups", "P-384"],
+        ["-servername", "retry.test"],
+    )
+    hellos = parse_client_hellos(client_bytes)
+    assert [h.server_name for h in hellos] == ["retry.test", "retry.test"]
+    assert parse_client_stream(client_bytes) == hellos[0]
+    parsed = parse_server_stream(server_bytes)
+    assert parsed.server is not None and parsed.server.version == 0x0304
+    assert parsed.alert is None
+
+
 # --- hand-built formats real clients no longer send -------------------------------------------
 
 
