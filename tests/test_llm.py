@@ -308,3 +308,33 @@ def test_shipped_shapes_recognise_real_paths(path: str, body: dict, api: str) ->
     shapes = shipped_signatures().api_shapes
     call = recognise(request(path, body), shapes)
     assert call is not None and call.api == api
+
+
+# --- hostile input ----------------------------------------------------------------------------
+
+
+def test_deeply_nested_body_is_unreadable_not_a_crash() -> None:
+    deep = b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    req = request("/v1/chat/completions", deep, [("Authorization", "Bearer test-key")])
+    call = recognise(req, API_SHAPES)
+    assert call is not None and call.body_unreadable == "not JSON (nested too deep)"
+    nested_content: object = "bottom"
+    for _ in range(200):
+        nested_content = [{"type": "tool_result", "content": nested_content}]
+    body = {"model": "m", "messages": [{"role": "user", "content": nested_content}]}
+    call = recognise(request("/v1/chat/completions", body), API_SHAPES)
+    assert call is not None and call.prompt_text == ""  # past the depth bound, not followed
+
+
+def test_random_bytes_never_raise() -> None:
+    import random
+
+    rng = random.Random(1234)
+    for _ in range(300):
+        blob = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+        for path in ("/v1/chat/completions", "/v1/messages", "/api/chat",
+                     "/v1beta/models/g:streamGenerateContent"):
+            call = recognise(request(path, blob, [("x-api-key", "k")]), API_SHAPES)
+            assert call is not None
+            for reply in (blob, b"data: " + blob, b"[" + blob):
+                parse_response(call, HTTPResponse(200, [], reply))

@@ -16,6 +16,9 @@ from typing import Any
 # Prompt text kept per call: enough for an excerpt, a digest and a secret scan, bounded so one
 # huge request (a pasted document) cannot hold megabytes per observation in memory.
 MAX_PROMPT_TEXT_CHARS = 64 * 1024
+# How deep content parts are followed (message -> blocks -> tool_result -> blocks is 4); deeper
+# nesting is not a shape any API uses, and following it would let a body exhaust the stack.
+MAX_CONTENT_DEPTH = 16
 
 
 @dataclass(slots=True)
@@ -49,6 +52,8 @@ def read_json_body(
         return BodyReading(error="not UTF-8")
     try:
         return BodyReading(value=json.loads(text))
+    except RecursionError:
+        return BodyReading(error="not JSON (nested too deep)")
     except ValueError:
         # A cut-off JSON document is the usual case for a body larger than what was kept.
         return BodyReading(error="truncated" if truncated else "not JSON")
@@ -62,7 +67,7 @@ def decode_text(body: bytes) -> str:
 def json_or_none(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -118,7 +123,7 @@ def json_array_items(text: str) -> Iterator[Any]:
             return
         try:
             item, index = decoder.raw_decode(text, index)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         yield item
 
@@ -144,24 +149,26 @@ def int_fields(mapping: Any) -> dict[str, int]:
     }
 
 
-def text_of(value: Any, out: list[str]) -> None:
+def text_of(value: Any, out: list[str], depth: int = 0) -> None:
     """Append the text a content value carries: a string, or text parts/blocks of a list.
 
     Covers the content shapes of all four families: ``"..."``, ``[{"type": "text", "text":
     "..."}]``, Responses API ``input_text``/``output_text`` parts, Gemini ``{"text": ...}``
     parts and Anthropic ``tool_result`` blocks whose ``content`` is itself text or blocks.
     """
+    if depth > MAX_CONTENT_DEPTH:
+        return
     if isinstance(value, str):
         out.append(value)
     elif isinstance(value, list):
         for item in value:
-            text_of(item, out)
+            text_of(item, out, depth + 1)
     elif isinstance(value, dict):
         text = value.get("text")
         if isinstance(text, str):
             out.append(text)
         elif "content" in value:  # a message item or tool_result block wrapping more content
-            text_of(value["content"], out)
+            text_of(value["content"], out, depth + 1)
 
 
 def bounded_prompt(texts: list[str]) -> tuple[str, int]:
