@@ -483,3 +483,33 @@ def test_random_mutations_never_raise_anything_else(real_streams: tuple[bytes, b
             cut = rng.randrange(len(mutated) + 1)
             with contextlib.suppress(TLSParseError):
                 parse(bytes(mutated[:cut]))  # type: ignore[operator]
+
+
+def _refragment(stream: bytes, size: int) -> bytes:
+    """The leading handshake records of ``stream`` re-cut into records of ``size`` bytes."""
+    handshake = b""
+    pos = 0
+    while pos + 5 <= len(stream) and stream[pos] == 0x16:
+        length = int.from_bytes(stream[pos + 3 : pos + 5], "big")
+        handshake += stream[pos + 5 : pos + 5 + length]
+        pos += 5 + length
+    version = stream[1:3]
+    return b"".join(
+        b"\x16" + version + len(chunk).to_bytes(2, "big") + chunk
+        for chunk in (handshake[i : i + size] for i in range(0, len(handshake), size))
+    )
+
+
+@needs_openssl
+def test_server_messages_split_across_and_sharing_records(
+    real_streams: tuple[bytes, bytes],
+) -> None:
+    _, server_bytes = real_streams
+    whole = parse_server_stream(server_bytes)
+    assert whole.server is not None and len(whole.certificates) == 2
+    # One message over many records (97 bytes each), and every message in a single record.
+    assert parse_server_stream(_refragment(server_bytes, 97)) == whole
+    assert parse_server_stream(_refragment(server_bytes, 16384)) == whole
+    # A prefix ending inside the Certificate message gives the ServerHello and no certificates.
+    cut = parse_server_stream(_refragment(server_bytes, 97)[:300])
+    assert cut.server == whole.server and cut.certificates == []
