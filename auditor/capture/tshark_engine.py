@@ -120,6 +120,10 @@ TSHARK_FIELDS: tuple[str, ...] = (
     "dns.a",
     "dns.aaaa",
     "dns.cname",
+    "dns.ns",
+    "dns.ptr.domain_name",
+    "dns.mx.preference",
+    "dns.mx.mail_exchange",
     "http.request.method",
     "http.host",
     "http.request.uri",
@@ -284,6 +288,8 @@ class _Packet:
 def _packet(layers: dict[str, Any]) -> _Packet | None:
     """The innermost TCP or UDP packet of a frame, or None when there is none."""
     protocols = (_first(layers, "frame.protocols") or "").split(":")
+    if "icmp" in protocols or "icmpv6" in protocols:
+        return None  # an ICMP error quoting a packet's headers is not a packet of that flow
     network = next((p for p in reversed(protocols) if p in ("ip", "ipv6")), None)
     if network is None:
         return None
@@ -294,7 +300,6 @@ def _packet(layers: dict[str, Any]) -> _Packet | None:
         ip_payload = (total - header) if total is not None and header is not None else 0
     else:
         ip_payload = _number(_last(layers, "ipv6.plen")) or 0
-    # ICMP errors quote a TCP/UDP header: the transport must come after the innermost IP layer.
     after_ip = protocols[len(protocols) - 1 - protocols[::-1].index(network) :]
     transport = next((p for p in after_ip if p in ("tcp", "udp")), None)
     if transport is None or src_ip is None or dst_ip is None:
@@ -420,7 +425,9 @@ def _dns_message(
 
 def _dns_answers(layers: dict[str, Any]) -> list[DNSAnswer]:
     """The answer section. dns.resp.* covers answer, authority and additional records in order,
-    with the A/AAAA/CNAME data in their own lists; the answer records come first."""
+    with each type's data in its own list; the answer records come first. Data is read for the
+    types the pipeline uses (A, AAAA, CNAME) and NS, PTR, MX; other types get "" (the fast
+    engine writes their rdata in hex)."""
     names = _all(layers, "dns.resp.name")
     types = _numbers(layers, "dns.resp.type")
     ttls = _numbers(layers, "dns.resp.ttl")
@@ -428,6 +435,16 @@ def _dns_answers(layers: dict[str, Any]) -> list[DNSAnswer]:
         1: iter(_all(layers, "dns.a")),
         28: iter(_all(layers, "dns.aaaa")),
         5: iter(_all(layers, "dns.cname")),
+        2: iter(_all(layers, "dns.ns")),
+        12: iter(_all(layers, "dns.ptr.domain_name")),
+        15: iter(
+            f"{preference} {exchange}"
+            for preference, exchange in zip(
+                _all(layers, "dns.mx.preference"),
+                _all(layers, "dns.mx.mail_exchange"),
+                strict=False,
+            )
+        ),
     }
     answer_count = _number(_first(layers, "dns.count.answers")) or 0
     answers = []
