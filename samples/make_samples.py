@@ -146,6 +146,35 @@ NULL_HOST = StagedHost(
     "openssl-null-cipher",
     "RFC 5737 documentation address (TEST-NET-2)",
 )
+NOT_YET_VALID_HOST = StagedHost(
+    "future.legacy-llm.example",
+    "198.51.100.15",
+    443,
+    "https-not-yet-valid-cert",
+    "RFC 5737 documentation address (TEST-NET-2)",
+)
+BAD_CERT_HOST = StagedHost(
+    "badcert.legacy-llm.example",
+    "198.51.100.16",
+    443,
+    "tlslite-truncated-cert",
+    "RFC 5737 documentation address (TEST-NET-2)",
+)
+AGGREGATOR = StagedHost(
+    "openrouter.ai",
+    "104.18.2.115",
+    443,
+    "https-llm",
+    "stand-in inside Cloudflare's published 104.16.0.0/13 (https://www.cloudflare.com/ips-v4);"
+    " OpenRouter's own address is not verified here",
+)
+SUSPECTED_RELAY = StagedHost(
+    "api.kourichat.com",
+    "203.0.113.90",
+    443,
+    "https-llm",
+    "RFC 5737 documentation address (TEST-NET-3): the relay's real address is not known",
+)
 NO_SNI_HOST = StagedHost(
     "nosni.legacy-llm.example",
     "198.51.100.20",
@@ -159,9 +188,13 @@ STAGED_HOSTS: tuple[StagedHost, ...] = (
     ANTHROPIC,
     DEEPSEEK,
     RELAY,
+    AGGREGATOR,
+    SUSPECTED_RELAY,
     GATEWAY,
     TLS10_HOST,
     EXPIRED_HOST,
+    NOT_YET_VALID_HOST,
+    BAD_CERT_HOST,
     RC4_HOST,
     TRIPLE_DES_HOST,
     NULL_HOST,
@@ -211,6 +244,8 @@ PROMPTS = {
     "deepseek": "Translate our internal onboarding checklist into Simplified Chinese.",
     "relay": "Draft a polite reply to a customer asking for a refund on order 4471.",
     "anthropic": "List the open risks in this vendor contract clause by clause.",
+    "aggregator": "Compare these two pricing pages and list the differences.",
+    "suspected-relay": "Write a short product description for a steel water bottle.",
     "gateway-openai": "Explain this stack trace from the billing service and suggest a fix.",
     "gateway-anthropic": "Rewrite this product announcement for a technical audience.",
     "gateway-anthropic-curl": "Extract the action items from these meeting notes.",
@@ -344,15 +379,25 @@ def serve_dns(address: str, answers: dict[str, str], stop: threading.Event) -> N
 
 
 def serve_tlslite(
-    address: str, cert_pem: Path, key_pem: Path, cipher: str, stop: threading.Event
+    address: str,
+    cert_pem: Path,
+    key_pem: Path,
+    settings: Any,
+    stop: threading.Event,
+    truncate_certificate: bool = False,
 ) -> None:
-    """A tlslite-ng server that negotiates only TLS_RSA_WITH_<cipher>_SHA (RC4 or 3DES)."""
+    """A tlslite-ng server: for suites OpenSSL 3 no longer speaks, or a broken certificate."""
     from tlslite import TLSConnection, X509CertChain, parsePEMKey
 
     chain = X509CertChain()
     chain.parsePemList(cert_pem.read_text())
+    if truncate_certificate:
+        # A server that sends a cut-off certificate (its first 120 DER bytes): tlslite sends
+        # whatever writeBytes returns, while still using the real key for the handshake.
+        leaf = chain.x509List[0]
+        cut = bytes(leaf.bytes[:120])
+        leaf.writeBytes = lambda: bytearray(cut)  # type: ignore[method-assign]
     private_key = parsePEMKey(key_pem.read_text(), private=True)
-    settings = legacy_tlslite_settings(cipher)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((address, 443))
@@ -384,6 +429,15 @@ def serve_tlslite(
             raw.close()
 
 
+def tls12_tlslite_settings() -> Any:
+    """tlslite-ng defaults capped at TLS 1.2, so the certificate stays visible on the wire."""
+    from tlslite import HandshakeSettings
+
+    settings = HandshakeSettings()
+    settings.maxVersion = (3, 3)
+    return settings
+
+
 def legacy_tlslite_settings(cipher: str) -> Any:
     """Handshake settings allowing only RSA key exchange with ``cipher`` and SHA-1 MAC."""
     from tlslite import HandshakeSettings
@@ -405,7 +459,7 @@ def serve(workdir: Path) -> None:
     answers = {host.name: host.address for host in STAGED_HOSTS}
     threading.Thread(target=serve_dns, args=(RESOLVER_ADDRESS, answers, stop), daemon=True).start()
 
-    for host in (OPENAI, ANTHROPIC, DEEPSEEK, RELAY):
+    for host in (OPENAI, ANTHROPIC, DEEPSEEK, RELAY, AGGREGATOR, SUSPECTED_RELAY):
         context = server_tls_context(certs / f"{host.name}.pem", certs / f"{host.name}.key")
         start_http_server(host.address, host.port, context)
     expired = server_tls_context(
@@ -414,12 +468,23 @@ def serve(workdir: Path) -> None:
         max_version=ssl.TLSVersion.TLSv1_2,
     )
     start_http_server(EXPIRED_HOST.address, EXPIRED_HOST.port, expired)
+    not_yet_valid = server_tls_context(
+        certs / f"{NOT_YET_VALID_HOST.name}.pem",
+        certs / f"{NOT_YET_VALID_HOST.name}.key",
+        max_version=ssl.TLSVersion.TLSv1_2,
+    )
+    start_http_server(NOT_YET_VALID_HOST.address, NOT_YET_VALID_HOST.port, not_yet_valid)
     start_http_server(GATEWAY.address, GATEWAY.port, None)
-    for host, cipher in ((RC4_HOST, "rc4"), (TRIPLE_DES_HOST, "3des")):
+    tlslite_servers = (
+        (RC4_HOST, legacy_tlslite_settings("rc4"), False),
+        (TRIPLE_DES_HOST, legacy_tlslite_settings("3des"), False),
+        (BAD_CERT_HOST, tls12_tlslite_settings(), True),
+    )
+    for host, settings, truncate in tlslite_servers:
         threading.Thread(
             target=serve_tlslite,
-            args=(host.address, certs / f"{host.name}.pem", certs / f"{host.name}.key", cipher),
-            kwargs={"stop": stop},
+            args=(host.address, certs / f"{host.name}.pem", certs / f"{host.name}.key"),
+            kwargs={"settings": settings, "stop": stop, "truncate_certificate": truncate},
             daemon=True,
         ).start()
     time.sleep(0.5)  # let the threads bind before announcing readiness
@@ -600,11 +665,14 @@ def make_certificates(certs: Path) -> Path:
         ANTHROPIC,
         DEEPSEEK,
         RELAY,
+        AGGREGATOR,
+        SUSPECTED_RELAY,
         RC4_HOST,
-        TRIPLE_DES_HOST,
         NULL_HOST,
         NO_SNI_HOST,
         EXPIRED_HOST,
+        NOT_YET_VALID_HOST,
+        BAD_CERT_HOST,
     ):
         validity: dict[str, datetime.datetime] = {}
         if host is EXPIRED_HOST:
@@ -612,9 +680,60 @@ def make_certificates(certs: Path) -> Path:
                 "not_before": now - datetime.timedelta(days=400),
                 "not_after": now - datetime.timedelta(days=35),
             }
+        elif host is NOT_YET_VALID_HOST:
+            validity = {
+                "not_before": now + datetime.timedelta(days=30),
+                "not_after": now + datetime.timedelta(days=400),
+            }
         leaf = ca.issue_cert(host.name, key_type=trustme.KeyType.RSA, **validity)
         leaf.cert_chain_pems[0].write_to_path(str(certs / f"{host.name}.pem"))
         leaf.private_key_pem.write_to_path(str(certs / f"{host.name}.key"))
+
+    # The 3DES server's certificate is issued by the sample CA but signed with SHA-1 (a
+    # self-signed one would not do: nobody verifies a self-signed certificate's signature).
+    ca.private_key_pem.write_to_path(str(certs / "ca.key"))
+    sha1_key = certs / f"{TRIPLE_DES_HOST.name}.key"
+    sha1_request = certs / f"{TRIPLE_DES_HOST.name}.csr"
+    san = certs / "3des-san.cnf"
+    san.write_text(f"subjectAltName=DNS:{TRIPLE_DES_HOST.name}\n")
+    run(
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(sha1_key),
+            "-subj",
+            f"/CN={TRIPLE_DES_HOST.name}",
+            "-out",
+            str(sha1_request),
+        ]
+    )
+    run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(sha1_request),
+            "-sha1",
+            "-days",
+            "365",
+            "-CA",
+            str(certs / "ca.pem"),
+            "-CAkey",
+            str(certs / "ca.key"),
+            "-set_serial",
+            str(secrets.randbits(63)),
+            "-extfile",
+            str(san),
+            "-out",
+            str(certs / f"{TRIPLE_DES_HOST.name}.pem"),
+        ]
+    )
 
     # The legacy server: self-signed, 1024-bit RSA, SHA-1, and named for another host.
     # (openssl, because the cryptography package no longer signs with SHA-1.)
@@ -703,6 +822,7 @@ class ClientStep:
     what: str
     command: list[str]
     stdin: str | None = None
+    expect_failure: bool = False  # the client must give up (e.g. on a broken certificate)
 
 
 def client_steps(net: StagedNetwork, ca: Path, keys: FakeKeys, workdir: Path) -> list[ClientStep]:
@@ -734,99 +854,94 @@ def client_steps(net: StagedNetwork, ca: Path, keys: FakeKeys, workdir: Path) ->
         }
     )
 
-    def s_client(host: StagedHost, *options: str) -> ClientStep:
+    def s_client(host: StagedHost, *options: str, expect_failure: bool = False) -> ClientStep:
         return ClientStep(
             f"openssl s_client {' '.join(options)} -> {host.name}",
             net.in_client(
                 "openssl", "s_client", "-connect", f"{host.name}:{host.port}", "-ign_eof", *options
             ),
             stdin=http_get.format(host.name),
+            expect_failure=expect_failure,
         )
 
+    def openai_sdk(
+        what: str, base_url: str | None, key: str, model: str, prompt: str
+    ) -> ClientStep:
+        base = ["--base-url", base_url] if base_url else []  # None: the SDK's own default
+        return ClientStep(
+            f"openai SDK -> {what}",
+            net.in_client(
+                *me,
+                "openai-client",
+                *base,
+                "--api-key",
+                key,
+                "--model",
+                model,
+                "--prompt",
+                PROMPTS[prompt],
+                "--ca",
+                str(ca),
+            ),
+        )
+
+    def curl(what: str, url: str, *options: str) -> ClientStep:
+        return ClientStep(f"curl -> {what}", net.in_client("curl", "-sS", *options, url))
+
+    gateway = f"http://{GATEWAY.name}:{GATEWAY.port}"
+    anthropic_headers = (
+        "-H",
+        "anthropic-version: 2023-06-01",
+        "-H",
+        "content-type: application/json",
+    )
     return [
-        ClientStep(
-            "openai SDK -> api.openai.com (official)",
-            net.in_client(
-                *me,
-                "openai-client",
-                "--api-key",
-                keys.openai,
-                "--model",
-                "gpt-4o-mini",
-                "--prompt",
-                PROMPTS["openai"],
-                "--ca",
-                str(ca),
-            ),
+        openai_sdk("api.openai.com (official)", None, keys.openai, "gpt-4o-mini", "openai"),
+        curl(
+            "api.anthropic.com /v1/messages (official)",
+            f"https://{ANTHROPIC.name}/v1/messages",
+            "--cacert",
+            str(ca),
+            "-H",
+            f"x-api-key: {keys.anthropic}",
+            *anthropic_headers,
+            "--data",
+            anthropic_body,
         ),
-        ClientStep(
-            "curl -> api.anthropic.com /v1/messages (official)",
-            net.in_client(
-                "curl",
-                "-sS",
-                "--cacert",
-                str(ca),
-                f"https://{ANTHROPIC.name}/v1/messages",
-                "-H",
-                f"x-api-key: {keys.anthropic}",
-                "-H",
-                "anthropic-version: 2023-06-01",
-                "-H",
-                "content-type: application/json",
-                "--data",
-                anthropic_body,
-            ),
+        openai_sdk(
+            "api.deepseek.com (official, CN)",
+            f"https://{DEEPSEEK.name}",
+            keys.deepseek,
+            "deepseek-chat",
+            "deepseek",
         ),
-        ClientStep(
-            "openai SDK -> api.deepseek.com (official, CN)",
-            net.in_client(
-                *me,
-                "openai-client",
-                "--base-url",
-                f"https://{DEEPSEEK.name}",
-                "--api-key",
-                keys.deepseek,
-                "--model",
-                "deepseek-chat",
-                "--prompt",
-                PROMPTS["deepseek"],
-                "--ca",
-                str(ca),
-            ),
+        openai_sdk(
+            "api.chatanywhere.tech (confirmed relay)",
+            f"https://{RELAY.name}/v1",
+            keys.relay,
+            "gpt-4o",
+            "relay",
         ),
-        ClientStep(
-            "openai SDK -> api.chatanywhere.tech (relay)",
-            net.in_client(
-                *me,
-                "openai-client",
-                "--base-url",
-                f"https://{RELAY.name}/v1",
-                "--api-key",
-                keys.relay,
-                "--model",
-                "gpt-4o",
-                "--prompt",
-                PROMPTS["relay"],
-                "--ca",
-                str(ca),
-            ),
+        openai_sdk(
+            "openrouter.ai (aggregator)",
+            f"https://{AGGREGATOR.name}/api/v1",
+            keys.relay,
+            "anthropic/claude-sonnet-4.5",
+            "aggregator",
         ),
-        ClientStep(
-            "openai SDK -> http://llm-gateway.example:8080 (cleartext)",
-            net.in_client(
-                *me,
-                "openai-client",
-                "--base-url",
-                f"http://{GATEWAY.name}:{GATEWAY.port}/v1",
-                "--api-key",
-                keys.openai,
-                "--model",
-                "gpt-4o-mini",
-                "--prompt",
-                PROMPTS["gateway-openai"],
-                "--ca",
-                str(ca),
-            ),
+        openai_sdk(
+            "api.kourichat.com (suspected relay)",
+            f"https://{SUSPECTED_RELAY.name}/v1",
+            keys.relay,
+            "gemini-2.5-flash",
+            "suspected-relay",
+        ),
+        openai_sdk(
+            "http://llm-gateway.example:8080 (cleartext)",
+            f"{gateway}/v1",
+            keys.openai,
+            "gpt-4o-mini",
+            "gateway-openai",
         ),
         ClientStep(
             "anthropic SDK -> http://llm-gateway.example:8080 (cleartext)",
@@ -834,7 +949,7 @@ def client_steps(net: StagedNetwork, ca: Path, keys: FakeKeys, workdir: Path) ->
                 *me,
                 "anthropic-client",
                 "--base-url",
-                f"http://{GATEWAY.name}:{GATEWAY.port}",
+                gateway,
                 "--api-key",
                 keys.anthropic,
                 "--model",
@@ -843,44 +958,39 @@ def client_steps(net: StagedNetwork, ca: Path, keys: FakeKeys, workdir: Path) ->
                 PROMPTS["gateway-anthropic"],
             ),
         ),
-        ClientStep(
-            "curl x-api-key -> http://llm-gateway.example:8080/v1/messages (cleartext)",
-            net.in_client(
-                "curl",
-                "-sS",
-                f"http://{GATEWAY.name}:{GATEWAY.port}/v1/messages",
-                "-H",
-                f"x-api-key: {keys.anthropic}",
-                "-H",
-                "anthropic-version: 2023-06-01",
-                "-H",
-                "content-type: application/json",
-                "--data",
-                gateway_anthropic_body,
-            ),
+        curl(
+            "http://llm-gateway.example:8080/v1/messages, x-api-key (cleartext)",
+            f"{gateway}/v1/messages",
+            "-H",
+            f"x-api-key: {keys.anthropic}",
+            *anthropic_headers,
+            "--data",
+            gateway_anthropic_body,
         ),
-        ClientStep(
-            "curl gzip body -> http://llm-gateway.example:8080 (cleartext)",
-            net.in_client(
-                "curl",
-                "-sS",
-                f"http://{GATEWAY.name}:{GATEWAY.port}/v1/chat/completions",
-                "-H",
-                f"Authorization: Bearer {keys.openai}",
-                "-H",
-                "Content-Type: application/json",
-                "-H",
-                "Content-Encoding: gzip",
-                "--data-binary",
-                f"@{gzip_body}",
-            ),
+        curl(
+            "http://llm-gateway.example:8080, gzip-compressed body (cleartext)",
+            f"{gateway}/v1/chat/completions",
+            "-H",
+            f"Authorization: Bearer {keys.openai}",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Content-Encoding: gzip",
+            "--data-binary",
+            f"@{gzip_body}",
         ),
         s_client(
             TLS10_HOST, "-servername", TLS10_HOST.name, "-tls1", "-cipher", OPENSSL_LEGACY_CIPHERS
         ),
-        ClientStep(
-            "curl --insecure -> expired.legacy-llm.example (expired certificate)",
-            net.in_client("curl", "-sS", "--insecure", f"https://{EXPIRED_HOST.name}/"),
+        curl(
+            "expired.legacy-llm.example (expired certificate, --insecure)",
+            f"https://{EXPIRED_HOST.name}/",
+            "--insecure",
+        ),
+        curl(
+            "future.legacy-llm.example (certificate not yet valid, --insecure)",
+            f"https://{NOT_YET_VALID_HOST.name}/",
+            "--insecure",
         ),
         ClientStep(
             "tlslite-ng -> rc4.legacy-llm.example (TLS_RSA_WITH_RC4_128_SHA)",
@@ -896,6 +1006,8 @@ def client_steps(net: StagedNetwork, ca: Path, keys: FakeKeys, workdir: Path) ->
             NULL_HOST, "-servername", NULL_HOST.name, "-tls1_2", "-cipher", OPENSSL_NULL_CIPHERS
         ),
         s_client(NO_SNI_HOST, "-noservername"),
+        # The client rejects the truncated certificate: the handshake fails with an alert.
+        s_client(BAD_CERT_HOST, "-servername", BAD_CERT_HOST.name, "-tls1_2", expect_failure=True),
     ]
 
 
@@ -987,9 +1099,11 @@ def record(output: Path, keep_raw: bool = False) -> None:
             result = subprocess.run(
                 step.command, input=step.stdin, text=True, capture_output=True, env=env, timeout=60
             )
-            if result.returncode != 0:
+            if (result.returncode != 0) != step.expect_failure:
                 raise RecordingError(
-                    f"{step.what} failed ({result.returncode}): {result.stderr.strip()[-400:]}"
+                    f"{step.what}: exit status {result.returncode}"
+                    f"{' (expected a failure)' if step.expect_failure else ''}: "
+                    f"{result.stderr.strip()[-400:]}"
                 )
             time.sleep(0.3)  # keeps flows apart in time, which makes the sample easier to read
 
