@@ -104,3 +104,12 @@ def test_shipped_relays_flag_a_listed_reseller_and_not_openai() -> None:
     assert finding.kind == "relay-domain.known" and finding.severity == Severity.HIGH
     assert finding.evidence["signature_source"]
     assert list(RelayDomainDetector().inspect(hello("api.openai.com"), ctx)) == []
+
+
+def test_cname_to_a_relay_is_caught_in_dns() -> None:
+    message = dns_answer("ai.corp-tools.example", RELAY_IP)
+    cname = DNSAnswer("ai.corp-tools.example", "CNAME", "api.chatanywhere.tech", 60)
+    message.answers.insert(0, cname)
+    [finding] = RelayDomainDetector().inspect(message, make_context())
+    assert finding.host == "api.chatanywhere.tech"
+    assert finding.evidence["seen_in"] == "dns-cname"
