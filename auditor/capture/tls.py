@@ -30,6 +30,14 @@ CONTENT_CHANGE_CIPHER_SPEC = 20
 CONTENT_ALERT = 21
 CONTENT_HANDSHAKE = 22
 CONTENT_APPLICATION_DATA = 23
+CONTENT_HEARTBEAT = 24
+CONTENT_TYPES = (
+    CONTENT_CHANGE_CIPHER_SPEC,
+    CONTENT_ALERT,
+    CONTENT_HANDSHAKE,
+    CONTENT_APPLICATION_DATA,
+    CONTENT_HEARTBEAT,
+)
 
 # Handshake message types (RFC 8446 §4).
 HANDSHAKE_CLIENT_HELLO = 1
@@ -48,8 +56,9 @@ EXT_SUPPORTED_VERSIONS = 0x002B
 # (RFC 5246 §6.2.3); anything larger is not TLS.
 MAX_RECORD_LENGTH = 2**14 + 2048
 # A ClientHello is far smaller than this; the bound stops a bogus length from making us wait
-# for megabytes that will never be a handshake.
-MAX_HANDSHAKE_MESSAGE = 2**17
+# for megabytes that will never be a handshake. Servers get more room: certificate chains.
+MAX_CLIENT_HANDSHAKE_MESSAGE = 2**17
+MAX_SERVER_HANDSHAKE_MESSAGE = 2**20
 
 # ServerHello.random of a HelloRetryRequest (RFC 8446 §4.1.3): SHA-256("HelloRetryRequest").
 HELLO_RETRY_REQUEST_RANDOM = bytes.fromhex(
@@ -217,7 +226,7 @@ def _records(data: bytes, side: str) -> Iterator[_Record]:
         content_type = data[pos]
         version = (data[pos + 1] << 8) | data[pos + 2]
         length = (data[pos + 3] << 8) | data[pos + 4]
-        if content_type not in (20, 21, 22, 23, 24) or data[pos + 1] != 3:
+        if content_type not in CONTENT_TYPES or data[pos + 1] != 3:
             raise TLSParseError(
                 f"{side} record at offset {pos}: content type {content_type} version "
                 f"0x{version:04x} is not a TLS record"
@@ -243,7 +252,8 @@ def _handshake_messages(buffer: bytearray, side: str) -> Iterator[tuple[int, byt
     while len(buffer) >= 4:
         msg_type = buffer[0]
         length = int.from_bytes(buffer[1:4], "big")
-        if length > MAX_HANDSHAKE_MESSAGE:
+        limit = MAX_CLIENT_HANDSHAKE_MESSAGE if side == "client" else MAX_SERVER_HANDSHAKE_MESSAGE
+        if length > limit:
             raise TLSParseError(
                 f"{side} handshake message type {msg_type} length {length} is implausibly large"
             )
