@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import ssl
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -329,6 +330,31 @@ def test_weak_upstream_tls_is_reported_with_the_client_ja4(
     addon.server_disconnected(ServerConnectionHookData(server, context.client))
     conn = next(o for o in recorded if isinstance(o, Connection))
     assert conn.tls is handshake and conn.app_protocol == "tls"
+
+
+def test_upstream_certificate_chain_goes_through_the_shared_parser(
+    audit: tuple[EgressAudit, Path], recorded: list[Observation]
+) -> None:
+    trustme = pytest.importorskip("trustme")
+    from mitmproxy.certs import Cert
+
+    addon, findings = audit
+    leaf = trustme.CA().issue_cert("api.openai.com")
+    context = tls_context("api.openai.com", PUBLIC_IP)
+    server = context.server
+    server.tls_version = "TLSv1.3"
+    server.cipher = "TLS_AES_256_GCM_SHA384"
+    server.certificate_list = [Cert.from_pem(leaf.cert_chain_pems[0].bytes())]
+    server.timestamp_tls_setup = time.time()  # validity is judged at the handshake's time
+    addon.tls_established_server(TlsData(server, context))
+
+    assert not addon.stats.get("errors.tls_established_server")
+    handshake = next(o for o in recorded if isinstance(o, TLSHandshake))
+    assert handshake.server is not None and handshake.server.version == 0x0304
+    assert handshake.server.cipher_suite == 0x1302
+    [certificate] = handshake.certificates
+    assert "api.openai.com" in certificate.sans
+    assert not any(f["detector"] == "weak-tls" for f in findings_in(findings))
 
 
 def test_failed_upstream_handshake_is_fed_with_its_reason(

@@ -123,7 +123,11 @@ def is_ip(text: str) -> bool:
     return True
 
 
-def flow_tuple(client: connection.Client, server: connection.Server | None) -> FlowTuple:
+def flow_tuple(
+    client: connection.Client,
+    server: connection.Server | None,
+    fallback: tuple[str, int] | None = None,
+) -> FlowTuple:
     """client -> upstream server, as a capture of the upstream leg would orient it.
 
     The destination is the address actually connected to (``peername``); before the connection
@@ -135,6 +139,8 @@ def flow_tuple(client: connection.Client, server: connection.Server | None) -> F
         src_ip, src_port = plain_ip(str(client.peername[0])), int(client.peername[1])
     dst_ip, dst_port = ("0.0.0.0", 0)
     address = (server.peername or server.address) if server is not None else None
+    # A request whose upstream connection failed has no server address: use its target.
+    address = address or fallback
     if address:
         dst_ip, dst_port = plain_ip(str(address[0])), int(address[1])
     transport = "udp" if server is not None and server.transport_protocol == "udp" else "tcp"
@@ -391,13 +397,15 @@ def certificates_of(conn: connection.Connection) -> list[Certificate]:
     """The upstream's chain (leaf first) through the shared X.509 parser."""
     if not conn.certificate_list:
         return []
+    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from auditor.capture.x509 import parse_certificate
 
     chain = []
     for cert in conn.certificate_list:
-        der = cert.to_cryptography().public_bytes(Encoding.DER)
+        # mitmproxy 11's Cert gives PEM; the shared parser reads DER, as sent on the wire.
+        der = x509.load_pem_x509_certificate(cert.to_pem()).public_bytes(Encoding.DER)
         chain.append(parse_certificate(der))
     return chain
 
@@ -836,7 +844,7 @@ def http_request_from(
         upstream_tls = request.scheme == "https"
     encrypted = bool(flow.client_conn.tls) and bool(upstream_tls)
     return HTTPRequest(
-        flow=flow_tuple(flow.client_conn, flow.server_conn),
+        flow=flow_tuple(flow.client_conn, flow.server_conn, (request.host, request.port)),
         ts=request.timestamp_start,
         server_name=server_name_for(flow.client_conn, flow.server_conn, flow),
         method=request.method,

@@ -1,0 +1,84 @@
+"""``auditor proxy``: the mitmdump command it builds and the errors it gives.
+
+The command is run for real (exec into mitmdump) by ``test_proxy_mitmdump.py``; here only the
+command line it would run (``--print-command``) and its refusals are checked.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from auditor.proxy.launcher import proxy_command
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def printed_command(*args: str) -> list[str]:
+    result = CliRunner().invoke(proxy_command, [*args, "--print-command"])
+    assert result.exit_code == 0, result.output
+    return shlex.split(result.output)
+
+
+def settings_of(command: list[str]) -> dict[str, str]:
+    values = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]
+    return dict(value.split("=", 1) for value in values)
+
+
+def test_command_loads_the_addon_and_passes_the_auditor_options(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_tls_version: tls1.2\n")
+    command = printed_command(
+        "--mode", "transparent", "--listen-host", "0.0.0.0", "--listen-port", "8081",
+        "--confdir", str(tmp_path / "conf"), "--policy", str(policy),
+        "--findings-jsonl", str(tmp_path / "f.jsonl"), "--reveal-evidence",
+        "--max-body-scan", "4096", "--set", "ssl_insecure=true",
+    )  # fmt: skip
+    assert Path(command[0]).name == "mitmdump" or "mitmdump()" in command[-1]
+    assert command[command.index("--mode") + 1] == "transparent"
+    assert command[command.index("--listen-host") + 1] == "0.0.0.0"
+    assert command[command.index("--listen-port") + 1] == "8081"
+    assert command[command.index("-s") + 1] == str(REPO / "addons" / "egress_audit.py")
+    settings = settings_of(command)
+    assert settings["confdir"] == str((tmp_path / "conf").resolve())
+    assert settings["auditor_policy"] == str(policy.resolve())
+    assert settings["auditor_findings_jsonl"] == str((tmp_path / "f.jsonl").resolve())
+    assert settings["auditor_reveal_evidence"] == "true"
+    assert settings["auditor_max_body_scan"] == "4096"
+    assert settings["ssl_insecure"] == "true"
+
+
+def test_defaults_set_no_auditor_option() -> None:
+    command = printed_command()
+    assert command[command.index("--mode") + 1] == "regular"
+    assert not any(key.startswith("auditor_") for key in settings_of(command))
+
+
+@pytest.mark.parametrize("mode", ["reverse:https://api.openai.com", "wireguard", "regular"])
+def test_modes_mitmproxy_accepts_pass(mode: str) -> None:
+    command = printed_command("--mode", mode)
+    assert command[command.index("--mode") + 1] == mode
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "sideways"], "Invalid value for --mode"),
+        (["--set", "ssl_insecure"], "expected NAME=VALUE"),
+        (["--policy", "/nonexistent/policy.yaml"], "does not exist"),
+        (["--listen-port", "70000"], "--listen-port"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(proxy_command, [*args, "--print-command"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_cli_offers_the_proxy_command() -> None:
+    cli_module = pytest.importorskip("auditor.cli")
+    assert cli_module.cli.commands.get("proxy") is proxy_command

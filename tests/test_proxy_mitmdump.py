@@ -1,0 +1,480 @@
+"""The proxy source end to end: a real mitmdump with the addon, real SDKs and curl through it.
+
+    openai / anthropic SDK, curl --HTTPS_PROXY--> mitmdump (auditor proxy) --> local upstreams
+
+Upstreams run on 127.0.0.1 with certificates from a test CA (trustme) that mitmproxy is told to
+trust (``ssl_verify_upstream_trusted_ca``). Clients use the real names (``https://api.openai.com``
+is the SDK's own default): a test-only addon (``tests/proxy_upstream_map_addon.py``) changes
+only the address mitmproxy connects to, so SNI and Host stay what the client sent and the auditor
+sees what it would see in front of the real services. Nothing leaves the machine.
+
+Upstreams: an official-imitating one (answers as OpenAI and Anthropic do), a relay-imitating
+one that serves another model than the one asked for, a TLS 1.0-only ``openssl s_server``, and
+a cleartext HTTP one. Loopback destinations make the detectors call cleartext calls "info"
+(the prompt did not leave the machine); the in-process tests cover public addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.network
+
+trustme = pytest.importorskip("trustme")
+openai = pytest.importorskip("openai")
+anthropic = pytest.importorskip("anthropic")
+httpx2 = pytest.importorskip("httpx2")  # the HTTP client these SDK versions are built on
+
+REPO = Path(__file__).resolve().parent.parent
+NAMES = ("api.openai.com", "api.anthropic.com", "api.chatanywhere.tech", "weak-llm.example.test")
+RELAY = "api.chatanywhere.tech"  # a confirmed relay/reseller in signatures/relays.yaml
+PLAIN = "llm-plain.example.test"
+WEAK = "weak-llm.example.test"
+FIRST_CHUNK_WAIT = 15.0  # seconds the streaming upstream waits for the client to see chunk 1
+
+
+def fake_key(prefix: str) -> str:
+    return prefix + "FAKE0test" * 5  # obviously fake, made here
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- upstreams -------------------------------------------------------------------------------
+
+
+class Upstream(ThreadingHTTPServer):
+    """An LLM API imitation. ``model_for`` decides which model is served for the one asked."""
+
+    daemon_threads = True
+
+    def __init__(self, model_for: Callable[[str], str], tls: ssl.SSLContext | None) -> None:
+        super().__init__(("127.0.0.1", 0), UpstreamHandler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+        self.model_for = model_for
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.release_stream = threading.Event()
+        self.stream_released_by_client: bool | None = None
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def stop(self) -> None:
+        self.release_stream.set()
+        self.shutdown()
+        self.server_close()
+
+
+class UpstreamHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # each SSE chunk leaves at once
+    server: Upstream
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.server.requests.append((self.path, body))
+        served = self.server.model_for(str(body.get("model")))
+        if self.path.endswith("/chat/completions") and body.get("stream"):
+            self.stream_chat(served)
+        elif self.path.endswith("/chat/completions"):
+            self.send_json(chat_completion(served), {"openai-version": "2020-10-01"})
+        elif self.path.endswith("/messages"):
+            self.send_json(anthropic_message(served), {"request-id": "req_test01"})
+        else:
+            self.send_json({"error": {"message": "not found"}}, {}, status=404)
+
+    def send_json(
+        self, document: dict[str, Any], headers: dict[str, str], status: int = 200
+    ) -> None:
+        payload = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def stream_chat(self, served: str) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        pieces = ["Hel", "lo", " there"]
+        self.send_chunk(sse_chunk(served, pieces[0]))
+        # Hold the rest until the test has seen the first chunk at the client: if anything on
+        # the way buffered the stream, the client could not see it and this wait times out.
+        self.server.stream_released_by_client = self.server.release_stream.wait(FIRST_CHUNK_WAIT)
+        for piece in pieces[1:]:
+            self.send_chunk(sse_chunk(served, piece))
+        self.send_chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def send_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+def chat_completion(model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-test0001",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_test",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Paris.", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
+    }
+
+
+def sse_chunk(model: str, text: str) -> bytes:
+    chunk = {
+        "id": "chatcmpl-stream01",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def anthropic_message(model: str) -> dict[str, Any]:
+    return {
+        "id": "msg_test0001",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": "Paris."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 2},
+    }
+
+
+# --- the proxy -----------------------------------------------------------------------------
+
+
+@dataclass
+class ProxyUnderTest:
+    process: subprocess.Popen[bytes]
+    port: int
+    mitm_ca: Path
+    findings: Path
+    log: Path
+    official: Upstream
+    relay: Upstream
+    plain: Upstream
+    weak_port: int | None
+    stopped: bool = False
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client_tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.mitm_ca))
+
+    def http_client(self) -> Any:
+        return httpx2.Client(proxy=self.url, verify=self.client_tls(), trust_env=False, timeout=20)
+
+    def findings_now(self) -> list[dict[str, Any]]:
+        if not self.findings.exists():
+            return []
+        lines = self.findings.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def wait_for(self, host: str, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for finding in self.findings_now():
+                if finding["host"] == host and finding["kind"] == kind:
+                    return finding
+            time.sleep(0.05)
+        seen = [(f["host"], f["kind"]) for f in self.findings_now()]
+        raise AssertionError(f"no {kind} finding for {host}; findings: {seen}\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C: mitmproxy runs done(), which prints the per-host totals."""
+        if not self.stopped:
+            self.stopped = True
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        return int(self.process.returncode)
+
+
+def start_weak_tls_upstream(cert: Path, key: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    """openssl s_server speaking TLS 1.0 only, with legacy suites allowed."""
+    if shutil.which("openssl") is None:
+        return None
+    port = free_port()
+    process = subprocess.Popen(
+        ["openssl", "s_server", "-tls1", "-cipher", "DEFAULT:@SECLEVEL=0", "-cert", str(cert),
+         "-key", str(key), "-accept", f"127.0.0.1:{port}", "-www", "-quiet"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for_port(port, process)
+    return process, port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyUnderTest]:
+    if shutil.which("mitmdump") is None:
+        pytest.skip("mitmdump not installed (pip install -e '.[proxy]')")
+    tmp = tmp_path_factory.mktemp("proxy")
+    ca = trustme.CA()
+    ca_pem = tmp / "upstream-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    server_cert = ca.issue_cert(*NAMES)
+    cert_pem, key_pem = tmp / "upstream-cert.pem", tmp / "upstream-key.pem"
+    server_cert.cert_chain_pems[0].write_to_path(str(cert_pem))
+    server_cert.private_key_pem.write_to_path(str(key_pem))
+
+    def tls_context() -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_cert.configure_cert(context)
+        return context
+
+    cleanups: list[Callable[[], None]] = []
+    try:
+        official = Upstream(lambda asked: asked, tls_context())
+        cleanups.append(official.stop)
+        relay = Upstream(lambda asked: "gpt-3.5-turbo-0125", tls_context())  # swaps the model
+        cleanups.append(relay.stop)
+        plain = Upstream(lambda asked: asked, None)
+        cleanups.append(plain.stop)
+        weak = start_weak_tls_upstream(cert_pem, key_pem)
+        if weak is not None:
+            cleanups.append(lambda: (weak[0].terminate(), weak[0].wait(timeout=5)))
+        upstream_map = {
+            "api.openai.com:443": official.port,
+            "api.anthropic.com:443": official.port,
+            f"{RELAY}:443": relay.port,
+            f"{PLAIN}:80": plain.port,
+        }
+        if weak is not None:
+            upstream_map[f"{WEAK}:443"] = weak[1]
+        port = free_port()
+        findings = tmp / "findings.jsonl"
+        log_path = tmp / "mitmdump.log"
+        confdir = tmp / "confdir"
+        command = [
+            sys.executable, "-c",
+            "from auditor.proxy.launcher import proxy_command; proxy_command()",
+            "--mode", "regular", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+            "--confdir", str(confdir), "--findings-jsonl", str(findings),
+            "-s", str(REPO / "tests" / "proxy_upstream_map_addon.py"),
+            "--set", f"test_upstream_map={json.dumps(upstream_map)}",
+            "--set", f"ssl_verify_upstream_trusted_ca={ca_pem}",
+            # Let mitmproxy speak TLS 1.0 upstream, so the weak handshake completes and is seen.
+            "--set", "tls_version_server_min=TLS1",
+            "--set", "ciphers_server=@SECLEVEL=0:ALL:COMPLEMENTOFALL",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        for variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+            env.pop(variable, None)
+        log_file = open(log_path, "wb")  # noqa: SIM115 - closed in the cleanups
+        cleanups.append(log_file.close)
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
+        under_test = ProxyUnderTest(
+            process=process,
+            port=port,
+            mitm_ca=confdir / "mitmproxy-ca-cert.pem",
+            findings=findings,
+            log=log_path,
+            official=official,
+            relay=relay,
+            plain=plain,
+            weak_port=weak[1] if weak is not None else None,
+        )
+        cleanups.append(under_test.stop)
+        try:
+            wait_for_port(port, process)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{log_path.read_text(errors='replace')}") from None
+        yield under_test
+    finally:
+        for cleanup in reversed(cleanups):
+            with contextlib.suppress(Exception):  # one failed cleanup must not skip the rest
+                cleanup()
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_openai_sdk_call_to_official_endpoint_is_inventoried(proxy: ProxyUnderTest) -> None:
+    with proxy.http_client() as http_client:
+        client = openai.OpenAI(api_key=fake_key("sk-proj-"), http_client=http_client, max_retries=0)
+        answer = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Capital of France?"}]
+        )
+    assert answer.choices[0].message.content == "Paris."
+    finding = proxy.wait_for("api.openai.com", "ai-service.inventory")
+    assert finding["severity"] == "info"
+    assert finding["detector"] == "ai-service"
+    # The upstream got the request unchanged (audit only).
+    assert proxy.official.requests[-1][1]["model"] == "gpt-4o-mini"
+
+
+def test_anthropic_sdk_call_passes_and_is_inventoried(proxy: ProxyUnderTest) -> None:
+    with proxy.http_client() as http_client:
+        client = anthropic.Anthropic(
+            api_key=fake_key("sk-ant-api03-"), http_client=http_client, max_retries=0
+        )
+        message = client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=32,
+            messages=[{"role": "user", "content": "Capital of France?"}],
+        )
+    assert message.content[0].text == "Paris."
+    assert message.model == "claude-haiku-4-5"
+    finding = proxy.wait_for("api.anthropic.com", "ai-service.inventory")
+    assert finding["severity"] == "info"
+
+
+def test_relay_that_swaps_the_model_is_a_high_finding(proxy: ProxyUnderTest) -> None:
+    with proxy.http_client() as http_client:
+        client = openai.OpenAI(
+            api_key=fake_key("sk-"),
+            base_url=f"https://{RELAY}/v1",
+            http_client=http_client,
+            max_retries=0,
+        )
+        answer = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Capital of France?"}]
+        )
+    assert answer.model == "gpt-3.5-turbo-0125"  # what the relay really served
+    finding = proxy.wait_for(RELAY, "relay-domain.known")
+    assert finding["severity"] == "high"
+    assert finding["detector"] == "relay-domain"
+    assert finding["dst_ip"] == "127.0.0.1"
+
+
+def test_streamed_completion_reaches_the_client_chunk_by_chunk(proxy: ProxyUnderTest) -> None:
+    proxy.official.release_stream.clear()
+    with proxy.http_client() as http_client:
+        client = openai.OpenAI(api_key=fake_key("sk-proj-"), http_client=http_client, max_retries=0)
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Say hello"}],
+            stream=True,
+        )
+        chunks = iter(stream)
+        first = next(chunks)  # arrives while the upstream still holds the rest
+        assert first.choices[0].delta.content == "Hel"
+        proxy.official.release_stream.set()
+        rest = [c.choices[0].delta.content for c in chunks if c.choices]
+    assert proxy.official.stream_released_by_client is True, "the proxy buffered the stream"
+    assert "".join(["Hel", *rest]) == "Hello there"
+    assert "errors." not in proxy.log_text()
+
+
+def test_cleartext_http_llm_call_is_reported(proxy: ProxyUnderTest) -> None:
+    with proxy.http_client() as http_client:
+        client = openai.OpenAI(
+            api_key=fake_key("sk-proj-"),
+            base_url=f"http://{PLAIN}/v1",
+            http_client=http_client,
+            max_retries=0,
+        )
+        answer = client.chat.completions.create(
+            model="llama3", messages=[{"role": "user", "content": "Capital of France?"}]
+        )
+    assert answer.choices[0].message.content == "Paris."
+    finding = proxy.wait_for(PLAIN, "plaintext-llm.prompt")
+    # The upstream is on loopback, so the prompt did not leave this machine: info, with a note.
+    assert finding["severity"] == "info"
+    assert "loopback" in finding["evidence"]["note"]
+    assert fake_key("sk-proj-") not in proxy.findings.read_text()  # keys are masked
+    proxy.wait_for(PLAIN, "unofficial-llm-endpoint")
+
+
+def test_weak_tls_upstream_is_reported(proxy: ProxyUnderTest) -> None:
+    if proxy.weak_port is None:
+        pytest.skip("openssl not installed")
+    if shutil.which("curl") is None:
+        pytest.skip("curl not installed")
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "20", "--proxy", proxy.url, "--cacert", str(proxy.mitm_ca),
+         f"https://{WEAK}/"],
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"TLSv1" in result.stdout  # s_server -www describes the session it negotiated
+    finding = proxy.wait_for(WEAK, "weak-tls.protocol")
+    assert finding["severity"] == "high"
+    assert finding["evidence"]["version"] == "TLS 1.0"
+
+
+def test_stopping_the_proxy_prints_per_host_totals(proxy: ProxyUnderTest) -> None:
+    with proxy.http_client() as http_client:
+        client = openai.OpenAI(api_key=fake_key("sk-proj-"), http_client=http_client, max_retries=0)
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
+    proxy.wait_for("api.openai.com", "ai-service.inventory")
+    proxy.stop()
+    log = proxy.log_text()
+    assert "[auditor] INFO api.openai.com ai-service.inventory" in log  # the live line
+    assert "host(s) seen" in log
+    assert "[auditor]   api.openai.com: max info" in log
+    assert "Traceback" not in log
