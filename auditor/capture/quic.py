@@ -132,9 +132,9 @@ def _decrypt_initial(datagram: bytes, pos: int) -> tuple[bytes, bytes, int]:
     packet_number = bytes(
         b ^ m for b, m in zip(datagram[pn_offset : pn_offset + pn_length], mask[1:], strict=False)
     )
-    header = (
-        bytes([first_plain]) + datagram[pos + 1 : pn_offset] + packet_number
-    )  # the AEAD's associated data is the unprotected header
+    # The AEAD's associated data is the header with its protection removed (RFC 9001 §5.3).
+    header = bytes([first_plain]) + datagram[pos + 1 : pn_offset] + packet_number
+    # Initial packet numbers are small: the truncated number is the full one in practice.
     nonce = bytes(
         a ^ b
         for a, b in zip(iv, int.from_bytes(packet_number, "big").to_bytes(12, "big"), strict=True)
