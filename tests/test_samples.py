@@ -176,8 +176,10 @@ def engine_or_skip(engine: str) -> None:
 
 
 @cache
-def analyse(engine: str, policy_overrides: str = "{}") -> list[Any]:
-    """Findings of the demo capture, with the default policy plus ``policy_overrides`` (JSON)."""
+def analyse_with_notes(
+    engine: str, policy_overrides: str = "{}"
+) -> tuple[list[Any], dict[str, int]]:
+    """Findings and detector notes of the demo capture, default policy + ``policy_overrides``."""
     from auditor.analysis import analyse_captures
     from auditor.detectors.base import DetectionContext
     from auditor.enrich.geo import open_geo
@@ -195,7 +197,11 @@ def analyse(engine: str, policy_overrides: str = "{}") -> list[Any]:
     result = analyse_captures([DEMO], context, engine=engine)
     assert not result.unreadable, [c.error for c in result.unreadable]
     assert not result.analysis.errors, result.analysis.errors
-    return result.analysis.findings
+    return result.analysis.findings, dict(context.notes)
+
+
+def analyse(engine: str, policy_overrides: str = "{}") -> list[Any]:
+    return analyse_with_notes(engine, policy_overrides)[0]
 
 
 def expected_counter(entries: list[dict[str, Any]]) -> Counter[FindingKey]:
@@ -257,3 +263,14 @@ def test_no_raw_key_reaches_any_finding(engine: str) -> None:
         # Not even a long piece of it: masking keeps a short prefix and a hash, nothing more.
         for start in range(0, len(key) - 16, 8):
             assert key[start : start + 16] not in written, f"part of a key leaked: {key[:8]}…"
+
+
+def test_truncated_certificate_is_counted_not_fatal() -> None:
+    """badcert.legacy-llm.example sends a cut-off certificate: no finding, one counted note.
+
+    Only the fast engine hands the broken DER on; tshark drops it as a malformed packet.
+    """
+    engine_or_skip("fast")
+    findings, notes = analyse_with_notes("fast")
+    assert notes.get("weak-tls.unparsable-certificates") == 1
+    assert not [f for f in findings if f.host == staging_script().BAD_CERT_HOST.name]
