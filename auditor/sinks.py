@@ -20,8 +20,10 @@ which queues an outbox row per sink (at most once per finding key and alert wind
 ``auditor.store``). ``OutboxDelivery`` is a background thread that sends queued alerts in
 order, marks them delivered, and on failure keeps them queued and retries that sink with
 exponential backoff. Delivery is at least once: an alert sent just before a crash, not yet
-marked, is sent again after the restart. The outbox is in the store file, so a restart
-resumes where the previous process stopped.
+marked, is sent again after the restart. (As far as the transport can tell: HTTP sinks confirm
+each request; syslog over TCP/TLS has no application-level acknowledgement, so a message
+written into a connection the receiver is just closing can be lost, and UDP confirms nothing.)
+The outbox is in the store file, so a restart resumes where the previous process stopped.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 
 HEC_TOKEN_ENV = "AUDITOR_HEC_TOKEN"
 NETWORK_TIMEOUT_SECONDS = 10.0  # a slow receiver delays only the delivery thread, this long
+DELIVERED_RETENTION_SECONDS = 7 * 86400
 
 
 class SinkURLError(ValueError):
@@ -436,6 +439,9 @@ class OutboxDelivery:
         store.set_active_sinks(s.name for s in self.sinks)
 
     def start(self) -> None:
+        # Delivered rows are kept a week for ``sinks status`` and audits, then forgotten
+        # (the alert window lives in alert_state, not in these rows).
+        self.store.prune_delivered(time.time() - DELIVERED_RETENTION_SECONDS)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="outbox-delivery", daemon=True)
             self._thread.start()

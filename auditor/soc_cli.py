@@ -237,6 +237,38 @@ def sinks_status(store_path: Path | None, fmt: str) -> None:
         raise SystemExit(1)
 
 
+@sinks_command.command("test")
+@click.argument("url")
+def sinks_test(url: str) -> None:
+    """Send one synthetic INFO alert straight to URL (no store) to check a sink's settings."""
+    from auditor.model import Finding
+    from auditor.outputs.alert import Alert
+    from auditor.sinks import DeliveryError, SinkURLError, parse_sink_url
+
+    try:
+        sink = parse_sink_url(url)
+    except SinkURLError as exc:
+        raise click.ClickException(str(exc)) from None
+    now = time.time()
+    probe = Finding(
+        detector="sink-test",
+        kind="sink-test.probe",
+        severity=Severity.INFO,
+        host="sink-test.invalid",
+        title="AI Egress Auditor sink test: if you see this, alerts reach you",
+        evidence={"sink": sink.name},
+        first_seen=now,
+        last_seen=now,
+    )
+    try:
+        sink.deliver([Alert(probe)])
+    except DeliveryError as exc:
+        raise click.ClickException(f"{sink.name}: delivery failed: {exc}") from None
+    finally:
+        sink.close()
+    click.echo(f"{sink.name}: test alert delivered")
+
+
 @click.command("export")
 @click.option(
     "--format", "fmt", required=True,

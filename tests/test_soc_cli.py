@@ -101,3 +101,15 @@ def test_export_to_file(tmp_path: Path) -> None:
     assert "$TTL 300" in output.read_text()
     result = CliRunner().invoke(export_command, ["--format", "nope"])
     assert result.exit_code == 2
+
+
+def test_sinks_test_sends_a_probe(tmp_path: Path) -> None:
+    target = tmp_path / "probe.jsonl"
+    result = CliRunner().invoke(sinks_command, ["test", f"ocsf:{target}"])
+    assert result.exit_code == 0, result.output
+    (event,) = [json.loads(line) for line in target.read_text().splitlines()]
+    assert event["class_uid"] == 2004 and event["finding_info"]["types"] == ["sink-test.probe"]
+    result = CliRunner().invoke(sinks_command, ["test", f"jsonl:{tmp_path}/missing/dir/x.jsonl"])
+    assert result.exit_code == 1 and "delivery failed" in result.output
+    result = CliRunner().invoke(sinks_command, ["test", "bogus://x"])
+    assert result.exit_code == 1 and "unknown sink scheme" in result.output

@@ -160,3 +160,15 @@ def test_outbox_once_per_window_and_on_escalation(tmp_path: Path) -> None:
     assert status["webhook"].backlog == 1 and status["webhook"].delivered == 2
     assert status["syslog"].backlog == 3
     assert status["syslog"].last_error == "connection refused retrying"
+
+
+def test_prune_forgets_only_old_delivered_rows(tmp_path: Path) -> None:
+    clock = iter([100.0, 100.0, 200.0, 200.0, 300.0]).__next__
+    with FindingsStore(tmp_path / "f.db", clock=clock) as store:
+        store.set_active_sinks(["s"])
+        store.record(make_finding(host="old.example"))  # enqueued at 100
+        store.record(make_finding(host="new.example"))  # enqueued at 100
+        old, _still_pending = store.pending("s")
+        store.mark_delivered("s", [old.id])  # 200
+        assert store.prune_delivered(older_than=150) == 1  # the undelivered one stays
+        assert [e.finding.host for e in store.pending("s")] == ["new.example"]
