@@ -31,6 +31,7 @@ from mitmproxy.tls import ClientHelloData, TlsData
 from auditor.model import Connection, HTTPRequest, LLMCall, Observation, TLSHandshake
 from auditor.pipeline import Pipeline
 from auditor.proxy.adapter import (
+    MAX_HTTP_PER_CONNECTION,
     EgressAudit,
     SSEStreamObserver,
     cipher_code,
@@ -148,6 +149,10 @@ def test_configure_rejects_unreadable_inputs_with_clear_messages(tmp_path: Path)
             tctx.configure(addon, auditor_max_body_scan=0)
         with pytest.raises(OptionsError, match="auditor_findings_jsonl: cannot write"):
             tctx.configure(addon, auditor_findings_jsonl=str(tmp_path / "no" / "dir" / "f.jsonl"))
+        not_a_database = tmp_path / "countries.mmdb"
+        not_a_database.write_bytes(b"not a MaxMind database")
+        with pytest.raises(OptionsError, match=r"auditor_geoip_db: .*countries\.mmdb"):
+            tctx.configure(addon, auditor_geoip_db=str(not_a_database))
         bad_policy = tmp_path / "policy.yaml"
         bad_policy.write_text("min_tls_versoin: tls1.2\n")
         with pytest.raises(OptionsError, match="unknown policy keys: min_tls_versoin"):
@@ -464,3 +469,35 @@ def test_cipher_names_map_to_iana_codes_without_a_table_in_code() -> None:
     assert cipher_code("ECDHE-RSA-AES128-GCM-SHA256", None) == 0xC02F
     assert cipher_code("TLS_AES_128_GCM_SHA256", None) == 0x1301
     assert cipher_code("NO-SUCH-CIPHER", None) == -1
+
+
+def test_quic_client_hello_is_fingerprinted_as_quic(
+    audit: tuple[EgressAudit, Path], recorded: list[Observation]
+) -> None:
+    addon, _ = audit
+    context = tls_context("api.openai.com", PUBLIC_IP)
+    context.client.transport_protocol = "udp"
+    addon.tls_clienthello(
+        ClientHelloData(context, MitmClientHello(real_client_hello("api.openai.com")))
+    )
+    addon.client_disconnected(context.client)
+    handshake = next(o for o in recorded if isinstance(o, TLSHandshake))
+    assert handshake.client is not None and handshake.client.over_quic
+    assert handshake.client.ja4.startswith("q13d")
+
+
+def test_long_keep_alive_connection_keeps_a_bounded_request_list(
+    audit: tuple[EgressAudit, Path], recorded: list[Observation]
+) -> None:
+    addon, _ = audit
+    first = chat_flow(host="api.openai.com", response_body=completion_body("m"))
+    for _ in range(MAX_HTTP_PER_CONNECTION + 8):
+        flow = chat_flow(host="api.openai.com", response_body=completion_body("m"))
+        flow.client_conn, flow.server_conn = first.client_conn, first.server_conn
+        addon.response(flow)
+    addon.server_disconnected(ServerConnectionHookData(first.server_conn, first.client_conn))
+    # every request was inspected; the connection record keeps a bounded list
+    assert sum(isinstance(o, HTTPRequest) for o in recorded) == MAX_HTTP_PER_CONNECTION + 8
+    conn = next(o for o in recorded if isinstance(o, Connection))
+    assert len(conn.http) == MAX_HTTP_PER_CONNECTION
+    assert addon.stats["http.not_kept_on_connection"] == 8

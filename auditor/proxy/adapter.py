@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
     from auditor.detectors.base import DetectionContext
+    from auditor.enrich.geo import GeoLookup
     from auditor.signatures import Signatures
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ ASSUMED_RECORD_VERSION = 0x0303
 
 # error() can follow response() for one flow; remembering this many fed flows is plenty.
 FED_FLOWS_REMEMBERED = 4096
+
+# Requests kept on a Connection observation (for per-connection outputs); they were all fed
+# to the detectors already, this only bounds memory on long keep-alive connections.
+MAX_HTTP_PER_CONNECTION = 32
 
 # A cipher the local OpenSSL names but whose IANA code is not known: kept out of cipher lookups.
 UNKNOWN_CIPHER_CODE = -1
@@ -410,11 +415,19 @@ def certificates_of(conn: connection.Connection) -> list[Certificate]:
     return chain
 
 
-def client_hello_from(raw_handshake_body: bytes) -> ClientHello:
+def client_hello_from(raw_handshake_body: bytes, over_quic: bool = False) -> ClientHello:
     """The shared TLS parser's ClientHello (JA4 and JA3 filled in) for mitmproxy's raw hello."""
     from auditor.capture.tls import parse_client_hello
 
-    return parse_client_hello(raw_handshake_body, ASSUMED_RECORD_VERSION)
+    if not over_quic:
+        return parse_client_hello(raw_handshake_body, ASSUMED_RECORD_VERSION)
+    from auditor.enrich.fingerprints import ja4
+
+    # QUIC carries the hello in CRYPTO frames, with no record layer; JA4 marks it "q".
+    hello = parse_client_hello(raw_handshake_body, 0)
+    hello.over_quic = True
+    hello.ja4, hello.ja4_r = ja4(hello, "q")
+    return hello
 
 
 # --- per-connection state ------------------------------------------------------------------
@@ -618,7 +631,9 @@ class EgressAudit:
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         client = data.context.client
         try:
-            hello = client_hello_from(data.client_hello.raw_bytes(wrap_in_record=False))
+            over_quic = client.transport_protocol == "udp"
+            raw = data.client_hello.raw_bytes(wrap_in_record=False)
+            hello = client_hello_from(raw, over_quic)
         except ImportError:
             raise
         except Exception as exc:  # a hello our parser cannot read: counted, never fatal
@@ -709,7 +724,10 @@ class EgressAudit:
         observer = self.streams.pop(flow.id, None)
         request = http_request_from(flow, self.max_body_scan, observer)
         upstream = self._upstream(flow.client_conn, flow.server_conn)
-        upstream.http.append(request)
+        if len(upstream.http) < MAX_HTTP_PER_CONNECTION:
+            upstream.http.append(request)
+        else:  # a long keep-alive connection must not hold every body until it closes
+            self.stats["http.not_kept_on_connection"] += 1
         upstream.bytes_out += len(flow.request.raw_content or b"")
         if flow.response is not None:
             upstream.bytes_in += len(flow.response.raw_content or b"") or (
@@ -860,13 +878,8 @@ def http_request_from(
     )
 
 
-def open_geo_lookup(path: str | None, signatures: Signatures) -> Any:
-    """The GeoIP lookup the CLI would use for ``path`` (the built-in one when None)."""
-    from auditor.enrich import geo
+def open_geo_lookup(path: str | None, signatures: Signatures) -> GeoLookup:
+    """The GeoIP lookup the CLI would use for ``path`` (the packaged one when None)."""
+    from auditor.enrich.geo import open_geo
 
-    opener = getattr(geo, "open_geo", None)
-    if opener is not None:
-        return opener(path, signatures)
-    if path:
-        raise ValueError(f"{path}: this build has no GeoIP database reader")
-    return geo.GeoLookup()
+    return open_geo(path, signatures)
