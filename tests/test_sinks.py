@@ -506,20 +506,36 @@ def test_partial_batch_keeps_the_rest_queued(tmp_path: Path) -> None:
 
 def test_pipeline_callback_counts_occurrences_once(tmp_path: Path) -> None:
     """The pipeline hands over its running merged finding; the store must not double count."""
-    from auditor.detectors.base import DetectionContext
+    from auditor.detectors.base import DetectionContext, Detector
     from auditor.enrich.geo import GeoLookup
+    from auditor.model import DNSMessage, FlowTuple, Observation, finding_for
     from auditor.policy import Policy
     from auditor.signatures import Signatures
+
+    class EveryQuery(Detector):
+        name = "every-query"
+        description = "a finding for every DNS query (test only)"
+        observes = (DNSMessage,)
+
+        def inspect(self, obs: Observation, ctx: DetectionContext) -> list[Any]:
+            return [finding_for(obs, detector=self.name, kind="every-query.seen",
+                                severity=Severity.MEDIUM, title="query seen", evidence={})]
 
     jsonl = tmp_path / "alerts.jsonl"
     recorder = open_recorder(tmp_path / "f.db", [f"jsonl:{jsonl}"])
     try:
         pipeline = Pipeline(
-            DetectionContext(Signatures(), Policy(), GeoLookup()), detectors=[],
+            DetectionContext(Signatures(), Policy(), GeoLookup()), detectors=[EveryQuery()],
             on_finding=recorder,
         )
         for n in range(4):
-            pipeline._add(make_finding(ts=100.0 + n))
+            pipeline.feed(
+                DNSMessage(
+                    flow=FlowTuple("udp", "10.0.0.5", 5353, "10.0.0.1", 53), ts=100.0 + n,
+                    server_name="relay.example", query_name="relay.example", query_type="A",
+                    transaction_id=n, is_response=False,
+                )
+            )
         assert recorder.delivery is not None and recorder.delivery.flush(5)
         (stored,) = recorder.store.findings()
         assert stored.count == 4 and stored.last_seen == 103.0
