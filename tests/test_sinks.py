@@ -114,7 +114,9 @@ def test_bad_sink_urls_are_one_line_errors(
 class HttpReceiver:
     """A loopback HTTP server recording every POST; ``status`` is what it answers."""
 
-    def __init__(self, port: int = 0, status: int = 200) -> None:
+    def __init__(
+        self, port: int = 0, status: int = 200, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.status = status
         receiver = self
@@ -134,6 +136,8 @@ class HttpReceiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -145,8 +149,10 @@ class HttpReceiver:
 
 
 @contextlib.contextmanager
-def http_receiver(port: int = 0, status: int = 200) -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver(port, status)
+def http_receiver(
+    port: int = 0, status: int = 200, tls: ssl.SSLContext | None = None
+) -> Iterator[HttpReceiver]:
+    receiver = HttpReceiver(port, status, tls)
     try:
         yield receiver
     finally:
@@ -349,6 +355,25 @@ def test_splunk_hec_receives_events_with_token() -> None:
     assert events[0]["fields"]["severity"] == "high"
     for event in events:
         validator("ocsf_detection_finding.schema.json").validate(event["event"])
+
+
+@pytest.mark.network
+def test_splunk_hec_over_https_with_private_ca(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    with http_receiver(tls=server_context) as hec:
+        untrusted = parse_sink_url(f"splunk-hec://localhost:{hec.port}?token={FAKE_TOKEN}")
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusted.deliver([Alert(make_finding())])
+        sink = parse_sink_url(f"splunk-hec://localhost:{hec.port}?token={FAKE_TOKEN}&ca={ca_file}")
+        sink.deliver([Alert(make_finding())])
+        ((path, headers, _),) = hec.requests
+    assert path == "/services/collector/event"
+    assert headers["Authorization"] == f"Splunk {FAKE_TOKEN}"
 
 
 @pytest.mark.network
