@@ -25,15 +25,14 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from proxy_upstreams import Upstream
 
 pytestmark = pytest.mark.network
 
@@ -47,7 +46,6 @@ NAMES = ("api.openai.com", "api.anthropic.com", "api.chatanywhere.tech", "weak-l
 RELAY = "api.chatanywhere.tech"  # a confirmed relay/reseller in signatures/relays.yaml
 PLAIN = "llm-plain.example.test"
 WEAK = "weak-llm.example.test"
-FIRST_CHUNK_WAIT = 15.0  # seconds the streaming upstream waits for the client to see chunk 1
 
 
 def fake_key(prefix: str) -> str:
@@ -58,133 +56,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-# --- upstreams -------------------------------------------------------------------------------
-
-
-class Upstream(ThreadingHTTPServer):
-    """An LLM API imitation. ``model_for`` decides which model is served for the one asked."""
-
-    daemon_threads = True
-
-    def __init__(self, model_for: Callable[[str], str], tls: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", 0), UpstreamHandler)
-        if tls is not None:
-            self.socket = tls.wrap_socket(self.socket, server_side=True)
-        self.model_for = model_for
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.release_stream = threading.Event()
-        self.stream_released_by_client: bool | None = None
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def stop(self) -> None:
-        self.release_stream.set()
-        self.shutdown()
-        self.server_close()
-
-
-class UpstreamHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # each SSE chunk leaves at once
-    server: Upstream
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
-        self.server.requests.append((self.path, body))
-        served = self.server.model_for(str(body.get("model")))
-        if self.path.endswith("/chat/completions") and body.get("stream"):
-            self.stream_chat(served)
-        elif self.path.endswith("/chat/completions"):
-            self.send_json(chat_completion(served), {"openai-version": "2020-10-01"})
-        elif self.path.endswith("/messages"):
-            self.send_json(anthropic_message(served), {"request-id": "req_test01"})
-        else:
-            self.send_json({"error": {"message": "not found"}}, {}, status=404)
-
-    def send_json(
-        self, document: dict[str, Any], headers: dict[str, str], status: int = 200
-    ) -> None:
-        payload = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def stream_chat(self, served: str) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("transfer-encoding", "chunked")
-        self.end_headers()
-        pieces = ["Hel", "lo", " there"]
-        self.send_chunk(sse_chunk(served, pieces[0]))
-        # Hold the rest until the test has seen the first chunk at the client: if anything on
-        # the way buffered the stream, the client could not see it and this wait times out.
-        self.server.stream_released_by_client = self.server.release_stream.wait(FIRST_CHUNK_WAIT)
-        for piece in pieces[1:]:
-            self.send_chunk(sse_chunk(served, piece))
-        self.send_chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def send_chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-
-def chat_completion(model: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-test0001",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": "fp_test",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Paris.", "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
-    }
-
-
-def sse_chunk(model: str, text: str) -> bytes:
-    chunk = {
-        "id": "chatcmpl-stream01",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
-    }
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
-
-def anthropic_message(model: str) -> dict[str, Any]:
-    return {
-        "id": "msg_test0001",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": "Paris."}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 12, "output_tokens": 2},
-    }
 
 
 # --- the proxy -----------------------------------------------------------------------------
