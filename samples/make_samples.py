@@ -545,7 +545,12 @@ class RecordingError(RuntimeError):
 
 
 def run(command: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(command), check=True, text=True, capture_output=True, **kwargs)
+    """Run a set-up command; its failure becomes one line naming the command."""
+    try:
+        return subprocess.run(list(command), check=True, text=True, capture_output=True, **kwargs)
+    except subprocess.CalledProcessError as exc:
+        last_line = (exc.stderr or "").strip().splitlines()[-1:] or ["no error output"]
+        raise RecordingError(f"`{' '.join(command[:6])}` failed: {last_line[0]}") from None
 
 
 class StagedNetwork:
@@ -1096,9 +1101,17 @@ def record(output: Path, keep_raw: bool = False) -> None:
 
         for step in client_steps(net, ca, keys, workdir):
             print(f"  {step.what}", flush=True)
-            result = subprocess.run(
-                step.command, input=step.stdin, text=True, capture_output=True, env=env, timeout=60
-            )
+            try:
+                result = subprocess.run(
+                    step.command,
+                    input=step.stdin,
+                    text=True,
+                    capture_output=True,
+                    env=env,
+                    timeout=60,
+                )
+            except subprocess.TimeoutExpired:
+                raise RecordingError(f"{step.what}: no answer within 60 s") from None
             if (result.returncode != 0) != step.expect_failure:
                 raise RecordingError(
                     f"{step.what}: exit status {result.returncode}"
