@@ -72,3 +72,14 @@ def test_shipped_providers_make_zhipu_anthropic_shape_official() -> None:
     [finding] = inspect(call("api.chatanywhere.tech", "/v1/chat/completions", OPENAI_BODY),
                         shipped=True)
     assert finding.severity == Severity.HIGH
+
+
+def test_documentation_addresses_count_as_internet_hosts_not_internal() -> None:
+    from auditor.detectors.unofficial_llm_endpoint import address_scope
+
+    assert address_scope("192.0.2.80") == "public"  # RFC 5737: example Internet host
+    assert address_scope("2001:db8::1") == "public"
+    assert address_scope("10.1.2.3") == "private"
+    assert address_scope("100.64.0.9") == "private"
+    assert address_scope("fd00::5") == "private"
+    assert address_scope("127.0.0.1") == "loopback"

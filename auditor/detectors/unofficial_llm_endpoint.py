@@ -12,7 +12,8 @@ Severity (kind ``unofficial-llm-endpoint``):
 - high: the usual case, an unknown or relay host receiving the call;
 - medium: a known aggregator (relays.yaml category "aggregator"): a real business, but still a
   third party holding prompts and keys rather than the model's provider;
-- low: a private (RFC 1918 / ULA) address: an internal gateway or model server; the data stays in
+- low: an internal address (RFC 1918, RFC 6598 CGNAT, ULA; not the RFC 5737 documentation
+  ranges, which stand for Internet hosts): an internal gateway or model server; the data stays in
   the organisation's network (its onward traffic, if any, is audited on its own);
 - info: loopback: a local model server such as Ollama on 127.0.0.1; nothing left the machine.
 """
@@ -33,6 +34,14 @@ from auditor.signatures import Signatures, normalise_host
 MAX_OFFICIAL_HOSTS_IN_EVIDENCE = 10
 
 
+# Networks an organisation's own servers live in. Not ``ipaddress.is_private``: that also covers
+# the RFC 5737/3849 documentation ranges, which stand for Internet hosts in examples and samples.
+INTERNAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
 def address_scope(address: str) -> str:
     """"loopback", "private" or "public" for an address; "public" for anything unparsable."""
     try:
@@ -41,7 +50,9 @@ def address_scope(address: str) -> str:
         return "public"
     if parsed.is_loopback:
         return "loopback"
-    if parsed.is_private or parsed.is_link_local:
+    if parsed.is_link_local or any(
+        parsed.version == net.version and parsed in net for net in INTERNAL_NETWORKS
+    ):
         return "private"
     return "public"
 
