@@ -501,3 +501,18 @@ def test_long_keep_alive_connection_keeps_a_bounded_request_list(
     conn = next(o for o in recorded if isinstance(o, Connection))
     assert len(conn.http) == MAX_HTTP_PER_CONNECTION
     assert addon.stats["http.not_kept_on_connection"] == 8
+
+
+def test_changing_the_findings_file_live_keeps_the_findings_so_far(
+    audit: tuple[EgressAudit, Path], tmp_path: Path
+) -> None:
+    addon, first_file = audit
+    pipeline = addon.pipeline
+    addon.response(chat_flow(host="llm.example.net", tls=False, response_body=b"{}"))
+    second_file = tmp_path / "second.jsonl"
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, auditor_findings_jsonl=str(second_file), auditor_max_body_scan=64)
+    assert addon.pipeline is pipeline and addon.max_body_scan == 64
+    addon.response(chat_flow(host="other.example.net", tls=False, response_body=b"{}"))
+    assert {f["host"] for f in findings_in(first_file)} == {"llm.example.net"}
+    assert {f["host"] for f in findings_in(second_file)} == {"other.example.net"}

@@ -78,6 +78,11 @@ DEFAULT_MAX_BODY_SCAN = 1 << 20
 # JA4 and JA3 do not use it.
 ASSUMED_RECORD_VERSION = 0x0303
 
+# Options whose change needs a new detection context (and so a new pipeline).
+DETECTION_OPTIONS = frozenset(
+    {"auditor_policy", "auditor_signatures", "auditor_geoip_db", "auditor_reveal_evidence"}
+)
+
 # error() can follow response() for one flow; remembering this many fed flows is plenty.
 FED_FLOWS_REMEMBERED = 4096
 
@@ -513,28 +518,29 @@ class EgressAudit:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if not any(name.startswith("auditor_") for name in updated) and self.pipeline is not None:
-            return
         options = ctx.options
-        if options.auditor_max_body_scan <= 0:
-            raise OptionsError(
-                f"auditor_max_body_scan must be a positive number of bytes, "
-                f"not {options.auditor_max_body_scan}"
-            )
-        detection = self._detection_context(options)
-        findings_file = self._open_findings_file(options.auditor_findings_jsonl)
-        try:
-            pipeline = self._make_pipeline(detection)
-        except ImportError as exc:
-            if findings_file is not None:
-                findings_file.close()
-            raise OptionsError(f"auditor: the detector core cannot be loaded: {exc}") from None
-        if self.findings_file is not None:
-            self.findings_file.close()
-        self.findings_file = findings_file
-        self.context = detection
-        self.pipeline = pipeline
-        self.max_body_scan = options.auditor_max_body_scan
+        if "auditor_max_body_scan" in updated:
+            if options.auditor_max_body_scan <= 0:
+                raise OptionsError(
+                    f"auditor_max_body_scan must be a positive number of bytes, "
+                    f"not {options.auditor_max_body_scan}"
+                )
+            self.max_body_scan = options.auditor_max_body_scan
+        if "auditor_findings_jsonl" in updated:
+            findings_file = self._open_findings_file(options.auditor_findings_jsonl)
+            if self.findings_file is not None:
+                self.findings_file.close()
+            self.findings_file = findings_file
+        # A new detection context means a new pipeline (its findings so far are dropped), so
+        # it is rebuilt only when what the detectors read changes.
+        if self.pipeline is None or updated & DETECTION_OPTIONS:
+            detection = self._detection_context(options)
+            try:
+                pipeline = self._make_pipeline(detection)
+            except ImportError as exc:
+                raise OptionsError(f"auditor: the detector core cannot be loaded: {exc}") from None
+            self.context = detection
+            self.pipeline = pipeline
 
     def _detection_context(self, options: Any) -> DetectionContext:
         from auditor.detectors.base import DetectionContext
