@@ -133,7 +133,7 @@ class HostTable:
                     "host": row.host,
                     "max_severity": sev.label if sev is not None else "",
                     "_rank": int(sev) if sev is not None else -1,
-                    "findings": sum(f.count for f in row.findings.values()),
+                    "findings": len(row.findings),  # distinct findings, not sightings
                     "kinds": ", ".join(sorted({f.kind for f in row.findings.values()})),
                     "service": row.service,
                     "category": row.category,
