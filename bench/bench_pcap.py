@@ -1,0 +1,191 @@
+"""Benchmark: ``auditor pcap`` against tshark on the same large capture, and memory at 2x size.
+
+    make_capture.py -> N.pcap, 2N.pcap -> [auditor pcap --format json | tshark -T fields] -> table
+
+Each run is its own child process, so its peak RSS (``os.wait4`` rusage of that child alone)
+and its wall time are its own:
+- ``auditor``: ``auditor pcap FILE --format json`` exactly as a user runs it (the fast engine,
+  the whole pipeline with every detector, JSON written to /dev/null), process start included;
+- ``tshark``: ``tshark -r FILE -n -T fields -e ...`` with the TLS/DNS/HTTP/flow fields the
+  tshark engine reads (the same facts), output to /dev/null;
+- ``auditor --engine tshark`` (``--with-tshark-engine``): the same CLI on Wireshark's dissection.
+
+Then it prints packets/s, MB/s (capture file bytes), peak RSS, the time ratio to tshark, and
+how peak RSS changed when the capture doubled (flat memory: about 1.0x).
+
+    python bench/bench_pcap.py                      # 1,000,000 and 2,000,000 packets
+    python bench/bench_pcap.py --packets 200000     # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import make_capture  # noqa: E402  (a script beside this one)
+
+from auditor.capture.tshark_engine import TSHARK_FIELDS, find_tshark  # noqa: E402
+
+# Runs the installed CLI's entry point, whether or not the ``auditor`` script is on PATH.
+AUDITOR_MAIN = "import sys; from auditor.cli import main; sys.argv[0] = 'auditor'; main()"
+
+
+@dataclass
+class Run:
+    """One timed child process on one capture."""
+
+    tool: str
+    capture: str
+    packets: int
+    file_bytes: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    exit_code: int
+
+    @property
+    def packets_per_second(self) -> float:
+        return self.packets / self.seconds if self.seconds else 0.0
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.file_bytes / 1e6 / self.seconds if self.seconds else 0.0
+
+
+def timed_child(tool: str, command: list[str], capture: Path, packets: int) -> Run:
+    """Run ``command`` with stdout to /dev/null; wall time and the child's own peak RSS."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.perf_counter()
+    with open(os.devnull, "wb") as devnull:
+        process = subprocess.Popen(command, stdout=devnull, stderr=subprocess.PIPE, env=env)
+        assert process.stderr is not None
+        errors = process.stderr.read()  # small: summaries and warnings only
+        # wait4 reaps this child and returns its rusage alone (RUSAGE_CHILDREN would mix runs).
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if process.returncode not in (0, 3):  # 3: auditor's "findings at --fail-on" (not used)
+        message = errors.decode("utf-8", "replace").strip().splitlines()
+        print(f"  {tool} failed ({process.returncode}): {message[-1] if message else ''}")
+    return Run(
+        tool=tool,
+        capture=capture.name,
+        packets=packets,
+        file_bytes=capture.stat().st_size,
+        seconds=seconds,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024,  # Linux reports KiB
+        exit_code=process.returncode,
+    )
+
+
+def ensure_capture(workdir: Path, packets: int, seed: int) -> tuple[Path, int]:
+    """The capture for (packets, seed), generated once and reused (a sidecar holds its size)."""
+    capture = workdir / f"bench-{packets}-seed{seed}.pcap"
+    sidecar = capture.with_suffix(".json")
+    if capture.is_file() and sidecar.is_file():
+        return capture, int(json.loads(sidecar.read_text())["packets"])
+    started = time.perf_counter()
+    written, _ = make_capture.write_capture(capture, packets, seed, ROOT / "signatures")
+    sidecar.write_text(json.dumps({"packets": written, "seed": seed}))
+    print(f"  generated {capture} ({written} packets) in {time.perf_counter() - started:.1f}s")
+    return capture, written
+
+
+def commands(capture: Path, tshark: str, with_tshark_engine: bool) -> dict[str, list[str]]:
+    auditor = [sys.executable, "-c", AUDITOR_MAIN, "pcap", str(capture), "--format", "json"]
+    found = {
+        "auditor": [*auditor, "--no-progress"],
+        "tshark": [tshark, "-r", str(capture), "-n", "-T", "fields"]
+        + [arg for name in TSHARK_FIELDS for arg in ("-e", name)],
+    }
+    if with_tshark_engine:
+        found["auditor --engine tshark"] = [*auditor, "--no-progress", "--engine", "tshark"]
+    return found
+
+
+def print_table(runs: list[Run]) -> None:
+    tshark_seconds = {r.capture: r.seconds for r in runs if r.tool == "tshark"}
+    header = (
+        f"{'capture':<28} {'tool':<24} {'packets':>9} {'seconds':>8} {'packets/s':>10} "
+        f"{'MB/s':>7} {'peak RSS MB':>11} {'time vs tshark':>14}"
+    )
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        ratio = run.seconds / tshark_seconds[run.capture] if run.capture in tshark_seconds else 0
+        print(
+            f"{run.capture:<28} {run.tool:<24} {run.packets:>9} {run.seconds:>8.1f} "
+            f"{run.packets_per_second:>10.0f} {run.mb_per_second:>7.1f} {run.peak_rss_mb:>11.0f} "
+            f"{ratio:>13.2f}x"
+        )
+
+
+def print_memory_growth(runs: list[Run], small: str, large: str) -> None:
+    print("\nPeak RSS when the capture doubles:")
+    for tool in dict.fromkeys(r.tool for r in runs):
+        by_capture = {r.capture: r for r in runs if r.tool == tool}
+        if small in by_capture and large in by_capture:
+            before, after = by_capture[small].peak_rss_mb, by_capture[large].peak_rss_mb
+            print(f"  {tool:<24} {before:7.0f} MB -> {after:7.0f} MB  ({after / before:.2f}x)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--packets", type=int, default=1_000_000, help="N (2N is run too)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "auditor-bench",
+        help="where the captures are written and kept for the next run",
+    )
+    parser.add_argument("--no-double", action="store_true", help="skip the 2N capture")
+    parser.add_argument(
+        "--with-tshark-engine", action="store_true", help="also time auditor --engine tshark"
+    )
+    parser.add_argument("--json", type=Path, help="also write the runs as JSON here")
+    args = parser.parse_args(argv)
+
+    tshark = find_tshark()
+    if tshark is None:
+        print("tshark not found: install it (Debian: apt-get install tshark)", file=sys.stderr)
+        return 2
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    sizes = [args.packets] if args.no_double else [args.packets, 2 * args.packets]
+    tshark_version = subprocess.run([tshark, "--version"], capture_output=True, text=True)
+    print(
+        f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{tshark_version.stdout.splitlines()[0]}"
+    )
+    runs: list[Run] = []
+    captures: list[str] = []
+    for size in sizes:
+        capture, packets = ensure_capture(args.workdir, size, args.seed)
+        captures.append(capture.name)
+        for tool, command in commands(capture, tshark, args.with_tshark_engine).items():
+            print(f"  running {tool} on {capture.name} ...", flush=True)
+            runs.append(timed_child(tool, command, capture, packets))
+    print()
+    print_table(runs)
+    if len(captures) == 2:
+        print_memory_growth(runs, captures[0], captures[1])
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
+    return 0 if all(r.exit_code in (0, 3) for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
