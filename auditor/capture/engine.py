@@ -51,7 +51,7 @@ from auditor.capture.packets import (
     Packet,
     decode,
 )
-from auditor.capture.reader import open_capture
+from auditor.capture.reader import Capture, open_capture
 from auditor.model import (
     ClientHello,
     Connection,
@@ -101,35 +101,117 @@ def read_observations(
     else in ``stats``. ``progress`` is called now and then with the bytes of the file read.
     """
     path = Path(path)
-    records = open_capture(path, stats.skipped, progress)
+    capture = open_capture(path, stats.skipped, progress)
     engine = _Engine(path, stats, FlowTable(max_flows, tcp_idle_timeout, udp_idle_timeout))
-    return _observations(engine, records)
+    return _observations(engine, capture)
 
 
-def _observations(
-    engine: _Engine, records: Iterator[tuple[float, int, bytes]]
-) -> Iterator[Observation]:
-    """The packet loop, with the fast path for bulk packets inlined (see the module doc)."""
+def _observations(engine: _Engine, capture: Capture) -> Iterator[Observation]:
+    try:
+        if capture.kind == "pcap":
+            yield from _pcap_loop(engine, capture)
+        else:
+            yield from _record_loop(engine, capture.records())
+        engine.finish()
+        yield from engine.out
+        engine.out.clear()
+    finally:
+        capture.close()
+
+
+# The two loops below carry the same inlined fast path (see the module doc): bulk packets of
+# known flows that need no more bytes only bump three counters. It is written out twice, not
+# called, because a function call per packet would cost as much as the whole fast path.
+# Ethernet offsets: IPv4 header at 14 (0x45: version 4, 20 bytes, no options), flags and
+# fragment offset at 20-21, protocol at 23, total length at 16-17; [26:38] is src, dst, sport,
+# dport: the flow-table key; TCP flags at 47 (& 7: FIN, SYN, RST take the slow path).
+
+
+def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
+    """Classic pcap: record headers read straight from the reader's buffer."""
     tcp = engine.table.tcp
     udp = engine.table.udp
     out = engine.out
     slow_path = engine.packet
-    stats = engine.stats
+    record_header = capture.record_header
+    linktype = capture.linktype
+    frac_scale = capture.frac_scale
+    ethernet = linktype == LINKTYPE_ETHERNET
+    packets = 0
+    captured = 0
+    buf: bytes | None = b""
+    pos = 0
+    try:
+        while True:
+            buf = capture.refill(buf, pos)  # type: ignore[arg-type]
+            if buf is None:
+                break
+            pos = 0
+            end_buf = len(buf)
+            while pos + 16 <= end_buf:
+                sec, frac, caplen, _origlen = record_header(buf, pos)
+                start = pos + 16
+                end = start + caplen
+                if end > end_buf:
+                    break
+                pos = end
+                packets += 1
+                captured += caplen
+                if (
+                    ethernet
+                    and caplen >= 54
+                    and buf[start + 12 : start + 15] == b"\x08\x00\x45"
+                    and not (buf[start + 20] & 0x3F or buf[start + 21])
+                ):
+                    protocol = buf[start + 23]
+                    if protocol == 6:
+                        direction = tcp.get(buf[start + 26 : start + 38])
+                        if (
+                            direction is not None
+                            and not direction.collecting
+                            and not buf[start + 47] & 7
+                        ):
+                            direction.packets += 1
+                            direction.bytes += ((buf[start + 16] << 8) | buf[start + 17]) - 20
+                            direction.last_seen = sec + frac * frac_scale
+                            continue
+                    elif protocol == 17:
+                        direction = udp.get(buf[start + 26 : start + 38])
+                        if direction is not None and not direction.collecting:
+                            direction.packets += 1
+                            direction.bytes += ((buf[start + 16] << 8) | buf[start + 17]) - 20
+                            direction.last_seen = sec + frac * frac_scale
+                            continue
+                try:
+                    slow_path(sec + frac * frac_scale, linktype, buf[start:end])
+                except Exception:  # a parser bug must not end the analysis of the file
+                    engine.internal_error()
+                if out:
+                    yield from out
+                    out.clear()
+    finally:
+        engine.stats.packets += packets
+        engine.stats.bytes += captured
+
+
+def _record_loop(
+    engine: _Engine, records: Iterator[tuple[float, int, bytes]]
+) -> Iterator[Observation]:
+    """pcapng (and anything else): one ``(ts, linktype, frame)`` record at a time."""
+    tcp = engine.table.tcp
+    udp = engine.table.udp
+    out = engine.out
+    slow_path = engine.packet
     packets = 0
     captured = 0
     try:
         for ts, linktype, frame in records:
             packets += 1
             captured += len(frame)
-            # Fast path: Ethernet, IPv4 with a 20-byte header, not a fragment, known flow whose
-            # direction needs no more bytes, no SYN/FIN/RST. Offsets: IPv4 at 14, transport at
-            # 34; frame[26:38] is src, dst, sport, dport: the flow-table key.
             if (
                 linktype == LINKTYPE_ETHERNET
                 and len(frame) >= 54
-                and frame[12] == 0x08
-                and frame[13] == 0x00
-                and frame[14] == 0x45
+                and frame[12:15] == b"\x08\x00\x45"
                 and not (frame[20] & 0x3F or frame[21])
             ):
                 protocol = frame[23]
@@ -154,18 +236,39 @@ def _observations(
             if out:
                 yield from out
                 out.clear()
-        engine.finish()
-        yield from out
-        out.clear()
     finally:
-        stats.packets += packets
-        stats.bytes += captured
+        engine.stats.packets += packets
+        engine.stats.bytes += captured
+
+
+def _complete_records(data: bytearray) -> tuple[int, bool]:
+    """(bytes of complete TLS records at the start, whether a non-handshake record is among
+    them: after ChangeCipherSpec, application data or an alert nothing cleartext follows)."""
+    position = 0
+    size = len(data)
+    while position + 5 <= size:
+        end = position + 5 + ((data[position + 3] << 8) | data[position + 4])
+        if end > size:
+            break
+        if data[position] != 22:
+            return end, True
+        position = end
+    return position, False
 
 
 class _TLSState:
     """What has been parsed of one flow's TLS handshake so far."""
 
-    __slots__ = ("alert", "certificates", "client", "client_done", "server", "server_done", "ts")
+    __slots__ = (
+        "alert",
+        "certificates",
+        "client",
+        "client_done",
+        "server",
+        "server_done",
+        "server_parsed",
+        "ts",
+    )
 
     def __init__(self) -> None:
         self.client: ClientHello | None = None
@@ -174,6 +277,7 @@ class _TLSState:
         self.alert: str | None = None
         self.client_done = False
         self.server_done = False
+        self.server_parsed = 0  # server bytes in complete records when last parsed
         self.ts: float | None = None  # time of the ClientHello
 
 
@@ -254,12 +358,12 @@ class _Engine:
         if flags & TCP_SYN:
             seq = (seq + 1) & 0xFFFFFFFF  # the SYN takes one sequence number
             direction.start(seq)
-        if (
-            packet.payload
-            and direction.collecting
-            and direction.add_segment(seq, packet.payload, ts)
-        ):
-            self._stream_data(flow, final=False)
+        if packet.payload and direction.collecting:
+            news = direction.add_segment(seq, packet.payload, ts)
+            if packet.truncated and news:
+                direction.gap = True  # cut by the snap length: the bytes after it are unknown
+            if news:
+                self._stream_data(flow, final=False)
         if flags & TCP_RST:
             self._end(flow)
         elif flags & TCP_FIN:
@@ -310,8 +414,9 @@ class _Engine:
     def _decide_app(self, flow: Flow, final: bool) -> None:
         """Tell the protocol from the first client bytes (never from the port number)."""
         data = flow.client.data
+        final = final or flow.client.gap
         if not data:
-            if flow.server.full or (final and flow.server.data):
+            if flow.server.full or flow.server.gap or (final and flow.server.data):
                 self._give_up(flow)  # the server talks first and alone: not TLS or HTTP
             return
         if tls_parser is not None and tls_parser.looks_like_tls(bytes(data[:16])):
@@ -338,7 +443,9 @@ class _Engine:
         assert tls_parser is not None
         state: _TLSState = flow.app_state  # type: ignore[assignment]
         client, server = flow.client, flow.server
-        if not state.client_done and (client.data or final):
+        client_final = final or client.gap or client.full
+        server_final = final or server.gap or server.full
+        if not state.client_done and (client.data or client_final):
             try:
                 hello = tls_parser.parse_client_stream(bytes(client.data))
             except tls_parser.TLSParseError:
@@ -350,27 +457,32 @@ class _Engine:
                     state.client = hello
                     state.ts = client.first_data_ts
                     state.client_done = True
-                elif final or client.full:
+                elif client_final:
                     state.client_done = True
             if state.client_done:
                 client.stop()
-        if not state.server_done and (server.data or final):
-            try:
-                parsed = tls_parser.parse_server_stream(bytes(server.data))
-            except tls_parser.TLSParseError:
-                self.skipped["malformed-tls"] += 1
-                state.server_done = True
-            else:
-                state.server = parsed.server
-                state.certificates = parsed.certificates
-                state.alert = parsed.alert
-                hello_done = parsed.server is not None and (
-                    bool(parsed.certificates) or parsed.server.version >= TLS_1_3
-                )
-                if hello_done or parsed.alert or final or server.full:
+        if not state.server_done and (server.data or server_final):
+            # Parse again only when a record was completed: a certificate chain arrives in
+            # several segments, and parsing it once per segment would be quadratic.
+            complete, cleartext_over = _complete_records(server.data)
+            if complete > state.server_parsed or server_final:
+                state.server_parsed = complete
+                try:
+                    parsed = tls_parser.parse_server_stream(bytes(server.data))
+                except tls_parser.TLSParseError:
+                    self.skipped["malformed-tls"] += 1
                     state.server_done = True
-            if state.server_done:
-                server.stop()
+                else:
+                    state.server = parsed.server
+                    state.certificates = parsed.certificates
+                    state.alert = parsed.alert
+                    hello_done = parsed.server is not None and (
+                        bool(parsed.certificates) or parsed.server.version >= TLS_1_3
+                    )
+                    if hello_done or parsed.alert or cleartext_over or server_final:
+                        state.server_done = True
+                if state.server_done:
+                    server.stop()
         if state.client_done and state.server_done and flow.tls is None:
             self._emit_tls(flow, state)
 
@@ -428,8 +540,11 @@ class _Engine:
     def _http(self, flow: Flow, final: bool) -> None:
         client = flow.client
         while client.collecting:
+            if not client.data and client.gap:
+                client.stop()
+                return
             try:
-                parsed = parse_request(client.data, final or client.full)
+                parsed = parse_request(client.data, final or client.full or client.gap)
             except HTTPParseError:
                 self.skipped["malformed-http"] += 1
                 client.stop()
@@ -461,7 +576,7 @@ class _Engine:
                 # becomes a tunnel.
                 client.stop()
                 return
-            if not client.data:
+            if not client.data and not client.gap:
                 return
 
     def _dns_stream(self, flow: Flow, direction: Direction, final: bool) -> None:
@@ -470,12 +585,12 @@ class _Engine:
         while direction.collecting and len(data) >= 2:
             length = (data[0] << 8) | data[1]
             if len(data) < 2 + length:
-                if direction.full:
-                    direction.stop()
-                return
+                break
             self._dns_message(flow, bytes(data[2 : 2 + length]), direction.last_seen)
             direction.consume(2 + length)
             data = direction.data
+        if direction.collecting and (direction.full or direction.gap or final):
+            direction.stop()
 
     def _dns_message(self, flow: Flow, message: bytes, ts: float) -> None:
         try:

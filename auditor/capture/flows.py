@@ -57,6 +57,7 @@ class Direction:
         "first_data_ts",
         "flow",
         "from_client",
+        "gap",
         "last_seen",
         "next_seq",
         "packets",
@@ -81,6 +82,9 @@ class Direction:
         self.segment_times: list[tuple[int, float]] = []  # (stream offset, capture time)
         self.skip = 0  # stream bytes to drop before buffering again (rest of a long body)
         self.fin = False
+        # A hole that will not be filled (lost or snap-length-cut segment): nothing after it can
+        # be put in order, so the parsers must make do with what came before.
+        self.gap = False
         self.first_data_ts: float | None = None
 
     @property
@@ -93,7 +97,8 @@ class Direction:
             self.next_seq = seq & 0xFFFFFFFF
 
     def add_segment(self, seq: int, payload: bytes, ts: float) -> bool:
-        """Add a TCP segment; True when new in-order bytes reached ``data``."""
+        """Add a TCP segment; True when the parsers have something new to look at: in-order
+        bytes reached ``data``, or the stream broke at a gap (``gap``)."""
         if self.next_seq is None:
             self.next_seq = seq  # picked up mid-stream: the first segment seen starts it
         relative = (seq - self.next_seq) % _SEQ_MOD
@@ -106,11 +111,14 @@ class Direction:
         elif relative > 0:
             # Ahead of a gap: keep it if it falls inside the window we would buffer.
             room = self.cap - len(self.data) + self.skip
-            if relative < room and self.collecting and len(self.pending) < MAX_PENDING_SEGMENTS:
+            if relative < room and len(self.pending) < MAX_PENDING_SEGMENTS:
                 previous = self.pending.get(seq)
                 if previous is None or len(previous[0]) < len(payload):
                     self.pending[seq] = (payload, ts)
-            return False
+                return False
+            # Past what we would keep and the hole is still open: it will not be filled in time.
+            self.gap = True
+            return True
         self._append(payload, ts)
         while self.pending and self.collecting:
             if not self._drain_one():

@@ -94,6 +94,7 @@ class Packet:
         "sport",
         "src",
         "transport",
+        "truncated",
     )
 
     def __init__(
@@ -107,6 +108,7 @@ class Packet:
         seq: int,
         payload: bytes,
         ip_payload_len: int,
+        truncated: bool = False,
     ) -> None:
         self.transport = transport  # IPPROTO_TCP or IPPROTO_UDP
         self.src = src  # 4 or 16 address bytes
@@ -117,6 +119,7 @@ class Packet:
         self.seq = seq
         self.payload = payload  # as captured (may be cut short by the snap length)
         self.ip_payload_len = ip_payload_len  # from the IP header: what crossed the wire
+        self.truncated = truncated  # the snap length cut the payload short
         self.key = src + dst + _ports(sport, dport)  # this direction's flow-table key
 
 
@@ -252,6 +255,7 @@ def _ipv4(frame: bytes, off: int, skipped: Counter[str], depth: int) -> Packet |
         return None
     # total_length 0 happens with TCP segmentation offload on the capturing host.
     end = off + total_length if total_length >= ihl else len(frame)
+    truncated = end > len(frame)  # snap length shorter than the packet
     end = min(end, len(frame))  # Ethernet padding beyond total_length is not payload
     start = off + ihl
     if start > len(frame):
@@ -266,6 +270,7 @@ def _ipv4(frame: bytes, off: int, skipped: Counter[str], depth: int) -> Packet |
         frame[off + 12 : off + 16],
         frame[off + 16 : off + 20],
         ip_payload_len,
+        truncated,
         skipped,
         depth,
     )
@@ -282,6 +287,7 @@ def _ipv6(frame: bytes, off: int, skipped: Counter[str], depth: int) -> Packet |
     next_header = frame[off + 6]
     pos = off + 40
     # payload_length 0: jumbogram or offload; take what was captured.
+    truncated = pos + payload_length > len(frame)
     end = min(pos + payload_length, len(frame)) if payload_length else len(frame)
     ip_payload_len = payload_length or (len(frame) - pos)
     walked = 0
@@ -318,6 +324,7 @@ def _ipv6(frame: bytes, off: int, skipped: Counter[str], depth: int) -> Packet |
         frame[off + 8 : off + 24],
         frame[off + 24 : off + 40],
         ip_payload_len,
+        truncated,
         skipped,
         depth,
     )
@@ -331,6 +338,7 @@ def _transport(
     src: bytes,
     dst: bytes,
     ip_payload_len: int,
+    truncated: bool,
     skipped: Counter[str],
     depth: int,
 ) -> Packet | None:
@@ -345,7 +353,9 @@ def _transport(
             return None
         flags = frame[off + 13]
         payload = frame[off + data_offset : end] if off + data_offset < end else b""
-        return Packet(IPPROTO_TCP, src, dst, sport, dport, flags, seq, payload, ip_payload_len)
+        return Packet(
+            IPPROTO_TCP, src, dst, sport, dport, flags, seq, payload, ip_payload_len, truncated
+        )
     if protocol == IPPROTO_UDP:
         if end < off + 8:
             skipped["truncated-packet"] += 1
@@ -363,7 +373,7 @@ def _transport(
                 if inner_type == ETHERTYPE_TEB:
                     return _ethernet(payload, inner, skipped, depth + 1)
                 return _ethertype(inner_type, payload, inner, skipped, depth + 1)
-        return Packet(IPPROTO_UDP, src, dst, sport, dport, 0, 0, payload, ip_payload_len)
+        return Packet(IPPROTO_UDP, src, dst, sport, dport, 0, 0, payload, ip_payload_len, truncated)
     if depth < MAX_ENCAPSULATION_DEPTH:
         if protocol == IPPROTO_GRE:
             return _gre(frame[off:end], skipped, depth + 1)

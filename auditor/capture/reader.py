@@ -2,8 +2,8 @@
 
 First stage of the capture source (``reader -> packets -> flows -> parsers -> engine``). It
 knows file formats and nothing of what the packets hold. ``open_capture`` checks the file
-eagerly (so a bad file fails with a one-line ``CaptureError`` before any work) and returns an
-iterator of ``(timestamp, linktype, frame bytes)``.
+eagerly (so a bad file fails with a one-line ``CaptureError`` before any work) and returns a
+``Capture`` whose ``records()`` are ``(timestamp, linktype, frame bytes)``.
 
 Supported: classic pcap (microsecond and nanosecond magic, either byte order), pcapng (several
 sections and interfaces, each with its own link type, ``if_tsresol`` and ``if_tsoffset``;
@@ -84,10 +84,119 @@ def _open_raw(path: Path) -> tuple[BinaryIO, BinaryIO, bool]:
     return raw, raw, False
 
 
+class Capture:
+    """An opened capture file: its format, and its records as an iterator or raw buffers.
+
+    ``records()`` yields ``(timestamp, linktype, frame)`` for either format. For classic pcap,
+    ``refill`` additionally hands out the raw buffer so that the engine's packet loop can read
+    record headers itself (``record_header``, ``frac_scale``, ``linktype``) and skip making a
+    bytes object for packets it only counts: the hot loop of the whole tool.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        stream: BinaryIO,
+        raw: BinaryIO,
+        head: bytes,
+        kind: str,
+        skipped: Counter[str],
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.path = path
+        self.kind = kind  # "pcap" | "pcapng"
+        self._stream = stream
+        self._raw = raw
+        self._head = head
+        self._skipped = skipped
+        self._progress = progress
+        self._next_report = PROGRESS_EVERY
+        self.linktype = -1
+        self.frac_scale = 1e-6
+        self.record_header = struct.Struct("<IIII").unpack_from
+        if kind == "pcap":
+            order = (
+                "<" if struct.unpack_from("<I", head)[0] in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
+            )
+            magic = struct.unpack_from(order + "I", head)[0]
+            # The fraction field counts micro- or nanoseconds depending on the magic.
+            self.frac_scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
+            # Upper bits of the link type field may carry FCS information (pcap spec).
+            self.linktype = struct.unpack_from(order + "I", head, 20)[0] & 0x0FFFFFFF
+            self.record_header = struct.Struct(order + "IIII").unpack_from
+
+    def close(self) -> None:
+        self._report()
+        self._raw.close()
+
+    def _report(self) -> None:
+        if self._progress is not None:
+            with contextlib.suppress(OSError, ValueError):  # file closed under us: no report
+                self._progress(self._raw.tell())
+
+    def note_progress(self) -> None:
+        """Call the progress callback when another ``PROGRESS_EVERY`` bytes have been read."""
+        done = self._raw.tell()
+        if done >= self._next_report:
+            self._report()
+            self._next_report = done + PROGRESS_EVERY
+
+    def refill(self, buf: bytes, pos: int) -> bytes | None:
+        """pcap: ``buf[pos:]`` (an incomplete record) followed by more of the file.
+
+        None at the end of the file (a partial record left over counts as
+        ``skipped["truncated-file"]``) or when the next record is corrupt.
+        """
+        if pos + 16 <= len(buf):
+            caplen = self.record_header(buf, pos)[2]
+            if caplen > MAX_RECORD:
+                self._skipped["corrupt-record"] += 1
+                return None
+            want = max(READ_CHUNK, 16 + caplen)
+        else:
+            want = READ_CHUNK
+        chunk = _read(self._stream, want, self._skipped)
+        if not chunk:
+            if pos < len(buf):
+                self._skipped["truncated-file"] += 1
+            return None
+        self.note_progress()
+        return buf[pos:] + chunk
+
+    def records(self) -> Iterator[Record]:
+        """Every record as ``(timestamp, linktype, frame)``; closes the file at the end."""
+        if self.kind == "pcapng":
+            return _pcapng_records(self, self._stream, self._head, self._skipped)
+        return self._pcap_records()
+
+    def _pcap_records(self) -> Iterator[Record]:
+        record_header = self.record_header
+        linktype = self.linktype
+        frac_scale = self.frac_scale
+        buf: bytes | None = b""
+        pos = 0
+        try:
+            while True:
+                buf = self.refill(buf, pos)  # type: ignore[arg-type]
+                if buf is None:
+                    return
+                pos = 0
+                end_buf = len(buf)
+                while pos + 16 <= end_buf:
+                    sec, frac, caplen, _origlen = record_header(buf, pos)
+                    end = pos + 16 + caplen
+                    if end > end_buf:
+                        break
+                    yield sec + frac * frac_scale, linktype, buf[pos + 16 : end]
+                    pos = end
+        finally:
+            self.close()
+
+
 def open_capture(
     path: str | Path, skipped: Counter[str], progress: ProgressCallback | None = None
-) -> Iterator[Record]:
-    """Check ``path`` is a capture and return an iterator over its records.
+) -> Capture:
+    """Check ``path`` is a capture and open it (read records with ``Capture.records()``).
 
     Raises ``CaptureError`` (one line, naming the file) when the file cannot be read at all.
     Problems inside the file are counted in ``skipped`` and never raised.
@@ -109,83 +218,20 @@ def open_capture(
         if len(head) < 24:
             raw.close()
             raise CaptureError(f"{path}: truncated pcap header ({len(head)} of 24 bytes)")
-        return _pcap_records(path, stream, raw, head, skipped, progress)
+        return Capture(path, stream, raw, head, "pcap", skipped, progress)
     if magic_le == PCAPNG_SHB:
         if len(head) < 12:
             raw.close()
             raise CaptureError(f"{path}: truncated pcapng section header")
-        return _pcapng_records(path, stream, raw, head, skipped, progress)
+        return Capture(path, stream, raw, head, "pcapng", skipped, progress)
     raw.close()
-    prefix = "gzip-compressed file holding " if compressed else ""
-    inner = _describe(head) if not compressed else _describe(head).replace("gzip data", "gzip")
-    raise CaptureError(f"{path}: not a pcap or pcapng file ({prefix}{inner})")
+    if compressed:
+        inner = _describe(head).replace("gzip data that does not hold a capture", "gzip data")
+        raise CaptureError(f"{path}: not a pcap or pcapng file (gzip-compressed {inner})")
+    raise CaptureError(f"{path}: not a pcap or pcapng file ({_describe(head)})")
 
 
-def _progress_reporter(raw: BinaryIO, progress: ProgressCallback | None) -> Callable[[], None]:
-    def report() -> None:
-        if progress is not None:
-            with contextlib.suppress(OSError, ValueError):  # file closed under us: no report
-                progress(raw.tell())
-
-    return report
-
-
-def _pcap_records(
-    path: Path,
-    stream: BinaryIO,
-    raw: BinaryIO,
-    head: bytes,
-    skipped: Counter[str],
-    progress: ProgressCallback | None,
-) -> Iterator[Record]:
-    """Records of a classic pcap file (header already read)."""
-    order = "<" if struct.unpack_from("<I", head)[0] in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
-    magic = struct.unpack_from(order + "I", head)[0]
-    # The frac field counts micro- or nanoseconds depending on the magic.
-    frac_scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
-    # Upper bits of the link type field may carry FCS information (pcap spec, LinkType field).
-    linktype = struct.unpack_from(order + "I", head, 20)[0] & 0x0FFFFFFF
-    record_header = struct.Struct(order + "IIII").unpack_from
-    report = _progress_reporter(raw, progress)
-    next_report = PROGRESS_EVERY
-    buf = b""
-    pos = 0
-    try:
-        while True:
-            end_buf = len(buf)
-            # Inner loop over the records entirely inside the buffer: the hot path.
-            while pos + 16 <= end_buf:
-                sec, frac, caplen, _origlen = record_header(buf, pos)
-                end = pos + 16 + caplen
-                if end > end_buf:
-                    break
-                yield sec + frac * frac_scale, linktype, buf[pos + 16 : end]
-                pos = end
-            # Need more data: keep the partial record, read the next chunk.
-            if pos + 16 <= end_buf:
-                caplen = record_header(buf, pos)[2]
-                if caplen > MAX_RECORD:
-                    skipped["corrupt-record"] += 1
-                    return
-                want = max(READ_CHUNK, 16 + caplen)
-            else:
-                want = READ_CHUNK
-            chunk = _read(stream, want, path, skipped)
-            if not chunk:
-                if pos < end_buf:
-                    skipped["truncated-file"] += 1
-                return
-            buf = buf[pos:] + chunk
-            pos = 0
-            if raw.tell() >= next_report:
-                report()
-                next_report = raw.tell() + PROGRESS_EVERY
-    finally:
-        report()
-        raw.close()
-
-
-def _read(stream: BinaryIO, size: int, path: Path, skipped: Counter[str]) -> bytes:
+def _read(stream: BinaryIO, size: int, skipped: Counter[str]) -> bytes:
     """Read a chunk; a corrupt gzip stream ends the file like a truncation (counted)."""
     try:
         return stream.read(size)
@@ -224,16 +270,9 @@ def _parse_idb(body: bytes, order: str) -> _Interface:
 
 
 def _pcapng_records(
-    path: Path,
-    stream: BinaryIO,
-    raw: BinaryIO,
-    head: bytes,
-    skipped: Counter[str],
-    progress: ProgressCallback | None,
+    capture: Capture, stream: BinaryIO, head: bytes, skipped: Counter[str]
 ) -> Iterator[Record]:
     """Records of a pcapng file (first 24 bytes already read)."""
-    report = _progress_reporter(raw, progress)
-    next_report = PROGRESS_EVERY
     buf = head
     pos = 0
     order = "<"
@@ -310,16 +349,13 @@ def _pcapng_records(
                     skipped["corrupt-block"] += 1
                     return
                 want = max(READ_CHUNK, blen)
-            chunk = _read(stream, want, path, skipped)
+            chunk = _read(stream, want, skipped)
             if not chunk:
                 if pos < end_buf:
                     skipped["truncated-file"] += 1
                 return
             buf = buf[pos:] + chunk
             pos = 0
-            if raw.tell() >= next_report:
-                report()
-                next_report = raw.tell() + PROGRESS_EVERY
+            capture.note_progress()
     finally:
-        report()
-        raw.close()
+        capture.close()
