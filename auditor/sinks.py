@@ -28,6 +28,7 @@ The outbox is in the store file, so a restart resumes where the previous process
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -423,7 +424,7 @@ class OutboxDelivery:
         base_backoff: float = 1.0,
         max_backoff: float = 300.0,
         batch_size: int = 100,
-        idle_poll: float = 5.0,
+        idle_poll: float = 1.0,
     ) -> None:
         self.store = store
         self.sinks = list(sinks)
@@ -433,6 +434,7 @@ class OutboxDelivery:
         self.idle_poll = idle_poll
         self._failures: dict[str, int] = {s.name: 0 for s in self.sinks}
         self._next_try: dict[str, float] = {s.name: 0.0 for s in self.sinks}
+        self._ticks: list[Callable[[], None]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -445,6 +447,11 @@ class OutboxDelivery:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="outbox-delivery", daemon=True)
             self._thread.start()
+
+    def add_tick(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` from the delivery thread before every pass (at least every
+        ``idle_poll`` seconds): how coalesced findings reach the store when traffic stops."""
+        self._ticks.append(callback)
 
     def notify(self) -> None:
         """Something was queued: deliver now rather than at the next poll."""
@@ -493,6 +500,11 @@ class OutboxDelivery:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            for tick in self._ticks:
+                try:
+                    tick()
+                except Exception:  # a failing hook must not stop delivery
+                    log.exception("outbox delivery: tick failed")
             try:
                 self.run_once()
             except sqlite3.Error as exc:  # store closed or locked: try again later
@@ -532,31 +544,81 @@ class OutboxDelivery:
 class FindingsRecorder:
     """``Pipeline(on_finding=recorder)``: store every finding, queue alerts, wake delivery.
 
-    The pipeline passes its running merged finding each time; the recorder turns that into the
-    number of new occurrences so the stored count is right across repeats and restarts.
+    The pipeline passes its running merged finding on every repeat; the recorder turns that
+    into the number of new occurrences so the stored count is right across repeats and
+    restarts. A finding not stored yet, or one whose severity rose, is written at once (its
+    alert must not wait); plain repeats are coalesced in memory and written together every
+    ``flush_interval`` seconds (by the next call or the delivery thread) and on ``close``, so a
+    busy proxy pays a dictionary update per repeat, not a database transaction.
     A store error is logged and counted, never raised into the proxy or the analysis.
     """
 
-    def __init__(self, store: FindingsStore, delivery: OutboxDelivery | None = None) -> None:
+    def __init__(
+        self,
+        store: FindingsStore,
+        delivery: OutboxDelivery | None = None,
+        *,
+        flush_interval: float = 1.0,
+    ) -> None:
         self.store = store
         self.delivery = delivery
-        self._seen_counts: dict[tuple[str, str, str, str], int] = {}
+        self.flush_interval = flush_interval
         self.errors = 0
+        self._lock = threading.Lock()
+        self._seen_counts: dict[tuple[str, str, str, str], int] = {}
+        self._written_severity: dict[tuple[str, str, str, str], Severity] = {}
+        self._pending: dict[tuple[str, str, str, str], tuple[Finding, int]] = {}
+        self._last_flush = time.monotonic()
+        if delivery is not None:
+            delivery.add_tick(self._flush_if_due)
 
     def __call__(self, finding: Finding, is_new: bool) -> None:
         key = finding.key
-        delta = finding.count - self._seen_counts.get(key, 0)
-        self._seen_counts[key] = finding.count
+        # A copy: the pipeline keeps mutating its finding while a flush may be reading ours.
+        snapshot = dataclasses.replace(finding)
+        with self._lock:
+            delta = finding.count - self._seen_counts.get(key, 0)
+            self._seen_counts[key] = finding.count
+            queued = self._pending.get(key)
+            if queued is not None:
+                earlier, queued_delta = queued
+                snapshot.first_seen = min(snapshot.first_seen, earlier.first_seen)
+                snapshot.last_seen = max(snapshot.last_seen, earlier.last_seen)
+                delta += queued_delta
+            self._pending[key] = (snapshot, delta)
+            written = self._written_severity.get(key)
+            urgent = written is None or finding.severity > written
+            due = urgent or time.monotonic() - self._last_flush >= self.flush_interval
+        if due:
+            self.flush()
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every coalesced finding now (one transaction) and wake delivery."""
+        with self._lock:
+            items = list(self._pending.values())
+            self._pending.clear()
+            self._last_flush = time.monotonic()
+            for finding, _ in items:
+                previous = self._written_severity.get(finding.key)
+                if previous is None or finding.severity > previous:
+                    self._written_severity[finding.key] = finding.severity
+        if not items:
+            return
         try:
-            self.store.record(finding, count_delta=delta)
+            self.store.record_many(items)
         except sqlite3.Error as exc:
             self.errors += 1
-            log.warning("findings store %s: cannot record finding: %s", self.store.path, exc)
+            log.warning("findings store %s: cannot record findings: %s", self.store.path, exc)
             return
         if self.delivery is not None:
             self.delivery.notify()
 
     def close(self, flush_timeout: float = 5.0) -> None:
+        self.flush()
         if self.delivery is not None:
             self.delivery.close(flush_timeout)
         self.store.close()
@@ -567,6 +629,7 @@ def open_recorder(
     sink_urls: Sequence[str] = (),
     *,
     alert_window: float | None = None,
+    flush_interval: float = 1.0,
     **delivery_options: Any,
 ) -> FindingsRecorder:
     """Open the store, parse the sinks and start delivery: what ``--store``/``--sink`` do.
@@ -580,4 +643,4 @@ def open_recorder(
     if sinks:
         delivery = OutboxDelivery(store, sinks, **delivery_options)
         delivery.start()
-    return FindingsRecorder(store, delivery)
+    return FindingsRecorder(store, delivery, flush_interval=flush_interval)

@@ -285,64 +285,73 @@ class FindingsStore:
         the difference since the last call (see ``auditor.sinks.FindingsRecorder``).
         """
         delta = finding.count if count_delta is None else count_delta
+        return self.record_many([(finding, delta)])[0]
+
+    def record_many(self, items: Sequence[tuple[Finding, int]]) -> list[bool]:
+        """``record`` for several (finding, count_delta) pairs in one transaction."""
         now = self._clock()
-        evidence = json.dumps(finding.evidence, ensure_ascii=False, sort_keys=True, default=str)
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                existing = db.execute(
-                    f"SELECT {_FINDING_COLUMNS} FROM findings "
-                    "WHERE detector = ? AND kind = ? AND host = ? AND evidence_key = ?",
-                    finding.key,
-                ).fetchone()
-                if existing is None:
-                    cursor = db.execute(
-                        "INSERT INTO findings (detector, kind, host, evidence_key, severity, "
-                        "title, evidence, first_seen, last_seen, count, dst_ip, dst_port, src_ip,"
-                        " recorded_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            *finding.key,
-                            int(finding.severity),
-                            finding.title,
-                            evidence,
-                            finding.first_seen,
-                            finding.last_seen,
-                            max(delta, 1),
-                            finding.dst_ip,
-                            finding.dst_port,
-                            finding.src_ip,
-                            now,
-                            now,
-                        ),
-                    )
-                    finding_id = int(cursor.lastrowid or 0)
-                else:
-                    finding_id = int(existing[0])
-                    stored = _row_to_finding(existing)
-                    # A repeat: count it, widen the time range; a more severe repeat wins.
-                    raise_severity = finding.severity > stored.severity
-                    db.execute(
-                        "UPDATE findings SET count = count + ?, first_seen = min(first_seen, ?),"
-                        " last_seen = max(last_seen, ?), updated_at = ?, severity = ?,"
-                        " title = ?, evidence = ? WHERE id = ?",
-                        (
-                            max(delta, 0),
-                            finding.first_seen,
-                            finding.last_seen,
-                            now,
-                            int(max(finding.severity, stored.severity)),
-                            finding.title if raise_severity else stored.title,
-                            evidence if raise_severity else existing[7],
-                            finding_id,
-                        ),
-                    )
-                if self._active_sinks:
-                    self._queue_alerts(finding_id, now)
+                created = [self._record_one(finding, delta, now) for finding, delta in items]
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        return created
+
+    def _record_one(self, finding: Finding, delta: int, now: float) -> bool:
+        db = self._db
+        evidence = json.dumps(finding.evidence, ensure_ascii=False, sort_keys=True, default=str)
+        existing = db.execute(
+            f"SELECT {_FINDING_COLUMNS} FROM findings "
+            "WHERE detector = ? AND kind = ? AND host = ? AND evidence_key = ?",
+            finding.key,
+        ).fetchone()
+        if existing is None:
+            cursor = db.execute(
+                "INSERT INTO findings (detector, kind, host, evidence_key, severity, title,"
+                " evidence, first_seen, last_seen, count, dst_ip, dst_port, src_ip, recorded_at,"
+                " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    *finding.key,
+                    int(finding.severity),
+                    finding.title,
+                    evidence,
+                    finding.first_seen,
+                    finding.last_seen,
+                    max(delta, 1),
+                    finding.dst_ip,
+                    finding.dst_port,
+                    finding.src_ip,
+                    now,
+                    now,
+                ),
+            )
+            finding_id = int(cursor.lastrowid or 0)
+        else:
+            finding_id = int(existing[0])
+            stored = _row_to_finding(existing)
+            # A repeat: count it, widen the time range; a more severe repeat wins.
+            raise_severity = finding.severity > stored.severity
+            db.execute(
+                "UPDATE findings SET count = count + ?, first_seen = min(first_seen, ?),"
+                " last_seen = max(last_seen, ?), updated_at = ?, severity = ?,"
+                " title = ?, evidence = ? WHERE id = ?",
+                (
+                    max(delta, 0),
+                    finding.first_seen,
+                    finding.last_seen,
+                    now,
+                    int(max(finding.severity, stored.severity)),
+                    finding.title if raise_severity else stored.title,
+                    evidence if raise_severity else existing[7],
+                    finding_id,
+                ),
+            )
+        if self._active_sinks:
+            self._queue_alerts(finding_id, now)
         return existing is None
 
     def _queue_alerts(self, finding_id: int, now: float) -> None:

@@ -561,6 +561,7 @@ def test_pipeline_callback_counts_occurrences_once(tmp_path: Path) -> None:
                     transaction_id=n, is_response=False,
                 )
             )
+        recorder.flush()  # repeats are coalesced until the interval passes or a flush
         assert recorder.delivery is not None and recorder.delivery.flush(5)
         (stored,) = recorder.store.findings()
         assert stored.count == 4 and stored.last_seen == 103.0
@@ -568,3 +569,43 @@ def test_pipeline_callback_counts_occurrences_once(tmp_path: Path) -> None:
         recorder.close()
     lines = jsonl.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["alert"] == "new"
+
+
+def test_recorder_coalesces_repeats_and_flushes_when_traffic_stops(tmp_path: Path) -> None:
+    jsonl = tmp_path / "alerts.jsonl"
+    recorder = open_recorder(
+        tmp_path / "f.db", [f"jsonl:{jsonl}"], flush_interval=0.3, idle_poll=0.05
+    )
+    try:
+        running = make_finding(ts=100.0)
+        recorder(running, True)  # new: written and alerted at once
+        assert [f.count for f in recorder.store.findings()] == [1]
+        calls = []
+        original = recorder.store.record_many
+
+        def counting(items: Any) -> Any:
+            calls.append(len(items))
+            return original(items)
+
+        recorder.store.record_many = counting  # type: ignore[method-assign]
+        for n in range(1, 2000):
+            running.count += 1
+            running.last_seen = 100.0 + n
+            recorder(running, False)
+        assert len(calls) < 50  # repeats coalesced (0.3 s apart), not 1999 transactions
+        # no more traffic: the delivery thread's tick writes the rest
+        assert wait_for(lambda: [f.count for f in recorder.store.findings()] == [2000], 3)
+        (stored,) = recorder.store.findings()
+        assert (stored.first_seen, stored.last_seen) == (100.0, 2099.0)
+        # a severity rise is written (and alerted) without waiting for the interval
+        running.count += 1
+        running.severity = Severity.CRITICAL
+        recorder(running, False)
+        assert recorder.store.findings()[0].severity is Severity.CRITICAL
+        assert recorder.delivery is not None and recorder.delivery.flush(5)
+    finally:
+        recorder.close()
+    alerts = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [(a["alert"], a["severity"]) for a in alerts] == [
+        ("new", "high"), ("update", "critical")
+    ]
