@@ -142,3 +142,13 @@ def test_truncated_capture_keeps_what_was_read(tmp_path: Path) -> None:
     assert 0 < stats.packets < 500
     assert stats.skipped["truncated-file"] == 1
     assert any(isinstance(o, Connection) for o in observations)
+
+
+def test_progress_rises_to_the_file_size(tmp_path: Path) -> None:
+    capture = tmp_path / "p.pcap"
+    make_capture.write_capture(capture, 21_000, seed=4, signatures_dir=ROOT / "signatures")
+    seen: list[int] = []
+    _read(capture, progress=seen.append)
+    assert len(seen) >= 3  # every 10,000 packets, then the end
+    assert seen == sorted(seen)
+    assert seen[-1] == capture.stat().st_size

@@ -660,10 +660,10 @@ def read_observations_tshark(
 ) -> Iterator[Observation]:
     """Observations of the capture at ``path`` as Wireshark dissects it.
 
-    ``stats`` is updated as packets are read; ``progress`` is called now and then with the
-    approximate number of capture bytes read. ``decode_as`` takes tshark ``-d`` rules
-    (``"tcp.port==8443,tls"``). Raises ``CaptureError`` when tshark is missing or cannot read
-    the file.
+    ``stats`` is updated as packets are read; ``progress`` is called now and then with an
+    estimate of the bytes of the file read (exact at the end). ``decode_as`` takes tshark
+    ``-d`` rules (``"tcp.port==8443,tls"``). Raises ``CaptureError`` when tshark is missing or
+    cannot read the file.
     """
     path = Path(path)
     tshark = find_tshark()
@@ -697,7 +697,9 @@ def read_observations_tshark(
                 stats.packets += 1
                 stats.bytes += _number(_first(layers, "frame.cap_len")) or 0
                 if progress is not None and stats.packets % _PROGRESS_EVERY == 0:
-                    progress(stats.bytes)
+                    # tshark does not say where in the file it is: estimate it from the pcap
+                    # layout (24-byte file header, 16-byte record headers).
+                    progress(24 + 16 * stats.packets + stats.bytes)
                 try:
                     for obs in reader.packet(layers):
                         stats.observations[type(obs).__name__] += 1
@@ -724,7 +726,7 @@ def read_observations_tshark(
         stats.observations[type(obs).__name__] += 1
         yield obs
     if progress is not None:
-        progress(stats.bytes)
+        progress(path.stat().st_size)
 
 
 def _tshark_reason(stderr: str, returncode: int) -> str:
