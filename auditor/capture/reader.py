@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import struct
 import zlib
 from collections import Counter
@@ -111,6 +112,7 @@ class Capture:
         self._skipped = skipped
         self._progress = progress
         self._next_report = PROGRESS_EVERY
+        self._seekable = stream is raw  # a plain file; gzip streams only emulate seeking
         self.linktype = -1
         self.frac_scale = 1e-6
         self.record_header = struct.Struct("<IIII").unpack_from
@@ -155,13 +157,24 @@ class Capture:
             want = max(READ_CHUNK, 16 + caplen)
         else:
             want = READ_CHUNK
+        left = len(buf) - pos
+        if left and self._seekable:
+            # Read the partial record again rather than copy it in front of the new chunk:
+            # one copy of every byte instead of two.
+            self._stream.seek(-left, io.SEEK_CUR)
+            chunk = _read(self._stream, want, self._skipped)
+            if len(chunk) <= left:
+                self._skipped["truncated-file"] += 1
+                return None
+            self.note_progress()
+            return chunk
         chunk = _read(self._stream, want, self._skipped)
         if not chunk:
-            if pos < len(buf):
+            if left:
                 self._skipped["truncated-file"] += 1
             return None
         self.note_progress()
-        return buf[pos:] + chunk
+        return buf[pos:] + chunk if left else chunk
 
     def records(self) -> Iterator[Record]:
         """Every record as ``(timestamp, linktype, frame)``; closes the file at the end."""
