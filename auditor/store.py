@@ -227,6 +227,9 @@ class FindingsStore:
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StoreError(f"{path}: not a findings store ({exc})") from None
+        except StoreError:
+            db.close()
+            raise
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
@@ -248,6 +251,11 @@ class FindingsStore:
                 db.execute("DELETE FROM schema_version")
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                 db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                db.execute("ROLLBACK")
+                raise StoreError(
+                    f"{self.path}: upgrading the store to schema version {version} failed: {exc}"
+                ) from None
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

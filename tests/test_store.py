@@ -172,3 +172,40 @@ def test_prune_forgets_only_old_delivered_rows(tmp_path: Path) -> None:
         store.mark_delivered("s", [old.id])  # 200
         assert store.prune_delivered(older_than=150) == 1  # the undelivered one stays
         assert [e.finding.host for e in store.pending("s")] == ["new.example"]
+
+
+def test_migrations_upgrade_an_old_store_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import auditor.store as store_module
+
+    path = tmp_path / "f.db"
+    with FindingsStore(path) as store:
+        store.record(make_finding())
+    upgraded = (*store_module.MIGRATIONS, "ALTER TABLE findings ADD COLUMN triage TEXT")
+    monkeypatch.setattr(store_module, "MIGRATIONS", upgraded)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", len(upgraded))
+    with FindingsStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION + 1
+        assert [f.count for f in store.findings()] == [1]  # data kept
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(findings)")]
+    assert "triage" in columns
+
+
+def test_failed_migration_rolls_back_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import auditor.store as store_module
+
+    path = tmp_path / "f.db"
+    FindingsStore(path).close()
+    broken = (*store_module.MIGRATIONS, "ALTER TABLE findings ADD COLUMN x TEXT; SELECT nonsense(")
+    monkeypatch.setattr(store_module, "MIGRATIONS", broken)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", len(broken))
+    expected = f"upgrading the store to schema version {SCHEMA_VERSION + 1} failed"
+    with pytest.raises(StoreError, match=expected):
+        FindingsStore(path)
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(findings)")]
+    assert "x" not in columns
+    version = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()
+    assert version == (SCHEMA_VERSION,)
