@@ -173,8 +173,10 @@ def rsyslog(tmp_path: Path) -> Iterator[dict[str, Any]]:
         'module(load="imudp")\nmodule(load="imtcp")\n'
         f'input(type="imudp" address="127.0.0.1" port="{udp_port}")\n'
         f'input(type="imtcp" address="127.0.0.1" port="{tcp_port}")\n'
-        'template(name="msgonly" type="string" string="%msg%\\n")\n'
-        f'action(type="omfile" file="{output}" template="msgonly")\n'
+        # RFC 5424 header fields as rsyslog parsed them, then the message itself
+        'template(name="fields" type="string"'
+        ' string="%app-name% %msgid% %syslogfacility% %syslogseverity% %msg%\\n")\n'
+        f'action(type="omfile" file="{output}" template="fields")\n'
     )
     process = subprocess.Popen(
         [binary, "-n", "-f", str(config), "-i", str(tmp_path / "rsyslogd.pid")],
@@ -210,6 +212,15 @@ def _received_lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _received(path: Path) -> list[tuple[list[str], str]]:
+    """([app-name, msgid, facility, severity], message) per line rsyslog wrote."""
+    parsed = []
+    for line in _received_lines(path):
+        *header, message = line.split(" ", 4)
+        parsed.append((header, message.strip()))
+    return parsed
+
+
 # -- syslog ------------------------------------------------------------------------------
 
 
@@ -228,10 +239,15 @@ def test_cef_through_real_rsyslog_round_trips(
     finally:
         sink.close()
     assert wait_for(lambda: len(_received_lines(rsyslog["output"])) >= 2)
-    lines = _received_lines(rsyslog["output"])
-    assert len(lines) == 2
-    for finding, line in zip(findings, lines, strict=True):
-        header, extension = parse_cef(line.strip())
+    received = _received(rsyslog["output"])
+    assert len(received) == 2
+    # rsyslog's RFC 5424 parser read our header: app, msgid, facility local4, severity
+    assert [fields for fields, _ in received] == [
+        ["ai-egress-auditor", "finding", "20", "3"],  # HIGH -> error
+        ["ai-egress-auditor", "finding", "20", "5"],  # LOW -> notice
+    ]
+    for finding, (_, line) in zip(findings, received, strict=True):
+        header, extension = parse_cef(line)
         assert header[:4] == ["CEF:0", "AI Egress Auditor", "ai-egress-auditor", header[3]]
         assert header[4] == finding.kind
         assert header[5] == finding.title.replace("\n", " ")
@@ -251,7 +267,7 @@ def test_leef_through_real_rsyslog(rsyslog: dict[str, Any]) -> None:
     finally:
         sink.close()
     assert wait_for(lambda: bool(_received_lines(rsyslog["output"])))
-    (line,) = _received_lines(rsyslog["output"])
+    ((_, line),) = _received(rsyslog["output"])
     assert line.startswith("LEEF:2.0|AI Egress Auditor|ai-egress-auditor|")
     assert "name=caret \\^ and\\nnewline^" in line
 
