@@ -178,10 +178,11 @@ def rsyslog(tmp_path: Path) -> Iterator[dict[str, Any]]:
         ' string="%app-name% %msgid% %syslogfacility% %syslogseverity% %msg%\\n")\n'
         f'action(type="omfile" file="{output}" template="fields")\n'
     )
+    errors = (tmp_path / "rsyslogd.err").open("w")  # a file, not a pipe nobody drains
     process = subprocess.Popen(
         [binary, "-n", "-f", str(config), "-i", str(tmp_path / "rsyslogd.pid")],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=errors,
     )
     try:
 
@@ -194,7 +195,8 @@ def rsyslog(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
         if not wait_for(listening, 10):
             process.kill()
-            raise RuntimeError(f"rsyslogd did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
+            message = (tmp_path / "rsyslogd.err").read_text()
+            raise RuntimeError(f"rsyslogd did not start: {message!r}")
         time.sleep(0.2)  # UDP input opens alongside TCP; give it a moment
         yield {"udp": udp_port, "tcp": tcp_port, "output": output}
     finally:
@@ -204,6 +206,7 @@ def rsyslog(tmp_path: Path) -> Iterator[dict[str, Any]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        errors.close()
 
 
 def _received_lines(path: Path) -> list[str]:
