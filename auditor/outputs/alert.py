@@ -10,6 +10,7 @@ facts detectors commonly put in evidence, so each format can fill its own TLS/HT
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ PRODUCT_VENDOR = "AI Egress Auditor"
 PRODUCT_NAME = "ai-egress-auditor"
 
 
+@functools.cache
 def product_version() -> str:
+    """The installed package's version (looked up once: it scans sys.path)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
