@@ -509,6 +509,8 @@ class OutboxDelivery:
                 self.run_once()
             except sqlite3.Error as exc:  # store closed or locked: try again later
                 log.warning("outbox delivery: store error: %s", exc)
+            except Exception:  # never let the thread die: alerts would silently pile up
+                log.exception("outbox delivery: unexpected error")
             now = time.monotonic()
             waits = [t - now for t in self._next_try.values() if t > now]
             self._wake.wait(min([self.idle_poll, *waits]))

@@ -488,24 +488,43 @@ class FindingsStore:
     # -- outbox (used by auditor.sinks) --------------------------------------------------
 
     def pending(self, sink: str, limit: int = 100) -> list[OutboxEntry]:
-        """Undelivered alerts for ``sink``, oldest first."""
+        """Undelivered alerts for ``sink``, oldest first.
+
+        A row whose payload cannot be read (a damaged or hand-edited store) is skipped: it is
+        closed with ``last_error`` saying why, rather than stopping delivery of everything
+        queued behind it.
+        """
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, sink, payload, is_new, enqueued_at, attempts FROM outbox "
                 "WHERE sink = ? AND delivered_at IS NULL ORDER BY id LIMIT ?",
                 (sink, limit),
             ).fetchall()
-        return [
-            OutboxEntry(
-                id=row[0],
-                sink=row[1],
-                finding=finding_from_snapshot(json.loads(row[2])),
-                is_new=bool(row[3]),
-                enqueued_at=row[4],
-                attempts=row[5],
+        entries: list[OutboxEntry] = []
+        for row in rows:
+            try:
+                finding = finding_from_snapshot(json.loads(row[2]))
+            except (ValueError, KeyError, TypeError) as exc:
+                self._skip_unreadable(row[0], f"skipped: unreadable payload ({exc})")
+                continue
+            entries.append(
+                OutboxEntry(
+                    id=row[0],
+                    sink=row[1],
+                    finding=finding,
+                    is_new=bool(row[3]),
+                    enqueued_at=row[4],
+                    attempts=row[5],
+                )
             )
-            for row in rows
-        ]
+        return entries
+
+    def _skip_unreadable(self, entry_id: int, error: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET delivered_at = ?, last_error = ? WHERE id = ?",
+                (self._clock(), error[:500], entry_id),
+            )
 
     def mark_delivered(self, sink: str, entry_ids: Sequence[int]) -> None:
         if not entry_ids:

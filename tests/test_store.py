@@ -209,3 +209,20 @@ def test_failed_migration_rolls_back_with_a_clear_error(
     assert "x" not in columns
     version = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()
     assert version == (SCHEMA_VERSION,)
+
+
+def test_unreadable_outbox_row_is_skipped_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    with FindingsStore(path) as store:
+        store.set_active_sinks(["s"])
+        store.record(make_finding(host="broken.example"))
+        store.record(make_finding(host="fine.example"))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE outbox SET payload = '{not json' WHERE id = 1")
+    db.commit()
+    db.close()
+    with FindingsStore(path) as store:
+        assert [e.finding.host for e in store.pending("s")] == ["fine.example"]
+        assert [e.finding.host for e in store.pending("s")] == ["fine.example"]  # stays skipped
+    row = sqlite3.connect(path).execute("SELECT last_error FROM outbox WHERE id = 1").fetchone()
+    assert row[0].startswith("skipped: unreadable payload")
