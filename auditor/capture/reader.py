@@ -17,7 +17,6 @@ file cut in the middle of a record keeps everything before it and counts
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import struct
 import zlib
@@ -81,8 +80,54 @@ def _open_raw(path: Path) -> tuple[BinaryIO, BinaryIO, bool]:
     head = raw.read(2)
     raw.seek(0)
     if head == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, True  # type: ignore[return-value]
+        return _GzipStream(raw), raw, True  # type: ignore[return-value]
     return raw, raw, False
+
+
+class _GzipStream:
+    """Streaming gzip decompression that, unlike ``gzip.GzipFile``, hands out everything
+    decoded before a truncation or corruption (then raises ``EOFError``/``zlib.error`` once
+    nothing is left). Concatenated gzip members are read one after the other."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._pending = b""  # compressed bytes not yet fed (decompression was bounded)
+        self._out = bytearray()
+        self._error: Exception | None = None
+        self._done = False
+        self._in_member = False  # the current member has started and not ended
+
+    def read(self, size: int) -> bytes:
+        while len(self._out) < size and not self._done:
+            try:
+                self._fill(size - len(self._out))
+            except zlib.error as exc:
+                self._error, self._done = exc, True
+        if not self._out and self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        data = bytes(self._out[:size])
+        del self._out[:size]
+        return data
+
+    def _fill(self, want: int) -> None:
+        if not self._pending:
+            self._pending = self._raw.read(READ_CHUNK)
+            if not self._pending:
+                self._done = True
+                if self._in_member:
+                    self._error = EOFError("compressed file ended before the end of the stream")
+                return
+        data, self._pending = self._pending, b""
+        self._in_member = True
+        self._out += self._decompressor.decompress(data, max(want, 65536))
+        self._pending = self._decompressor.unconsumed_tail
+        if self._decompressor.eof:
+            rest = self._decompressor.unused_data + self._pending
+            self._decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            self._pending = rest.lstrip(b"\0")  # padding between members is allowed
+            self._in_member = False
 
 
 class Capture:
