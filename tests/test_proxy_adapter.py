@@ -516,3 +516,34 @@ def test_changing_the_findings_file_live_keeps_the_findings_so_far(
     addon.response(chat_flow(host="other.example.net", tls=False, response_body=b"{}"))
     assert {f["host"] for f in findings_in(first_file)} == {"llm.example.net"}
     assert {f["host"] for f in findings_in(second_file)} == {"other.example.net"}
+
+
+def test_streamed_answer_from_a_swapping_relay_reaches_model_substitution(tmp_path: Path) -> None:
+    from auditor.detectors.model_substitution import ModelSubstitutionDetector
+
+    addon = EgressAudit(
+        pipeline_factory=lambda detection, on_finding: Pipeline(
+            detection, detectors=[ModelSubstitutionDetector()], on_finding=on_finding
+        )
+    )
+    findings = tmp_path / "findings.jsonl"
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, auditor_findings_jsonl=str(findings))
+        flow = chat_flow(host="api.chatanywhere.tech", model="gpt-4o", response_body=b"")
+        flow.response.headers["content-type"] = "text/event-stream"
+        addon.responseheaders(flow)
+        stream = flow.response.stream
+        for text in ("Hel", "lo"):
+            chunk = {
+                "id": "chatcmpl-r",
+                "object": "chat.completion.chunk",
+                "model": "gpt-3.5-turbo-0125",
+                "choices": [{"delta": {"content": text}}],
+            }
+            stream(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        stream(b"")
+        addon.response(flow)
+    [finding] = findings_in(findings)
+    assert finding["kind"] == "model-substitution.other-model"
+    assert finding["severity"] == "high"
+    assert finding["evidence"]["model_served"] == "gpt-3.5-turbo-0125"

@@ -1,0 +1,105 @@
+"""model-substitution: the answer came from another model than the one the client asked for.
+
+    LLMCall (request model + the reply's model, from auditor.llm.parse_response) -> findings
+
+Relays and resellers are known to serve a cheaper model under the name of the one paid for
+(shared/knowledge/04_official_response_fingerprints.md, "Model-substitution detection", signal
+1: requested vs served model id). The reply names the model that answered: OpenAI's ``model``,
+Anthropic's ``message.model`` / ``message_start``, Gemini's ``modelVersion``. A provider that
+resolves an alias to a dated snapshot (``gpt-4o`` -> ``gpt-4o-2024-08-06``, ``claude-haiku-4-5``
+-> ``claude-haiku-4-5-20251001``) is not substituting; anything else is reported:
+
+- ``model-substitution.other-family`` (high): the served model is of another family than the
+  requested one (``claude-*`` answered by ``glm-*``): the prompt went to another vendor.
+- ``model-substitution.other-model`` (high off an official endpoint, medium on one): same family,
+  another model (``gpt-4o`` answered by ``gpt-3.5-turbo``), the classic silent downgrade.
+
+Only what the reply itself says is used; a relay that rewrites the reply's model field hides the
+swap from this detector (the response-fingerprint signals are for another detector).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import ClassVar
+
+from auditor.detectors.base import DetectionContext, Detector
+from auditor.detectors.destination_names import identify
+from auditor.model import Finding, LLMCall, Observation, Severity, finding_for
+from auditor.signatures import normalise_host
+
+# The suffixes providers add when they resolve an alias to a snapshot: a date (2024-08-06,
+# 20251001), a four-digit MMDD (OpenAI's gpt-3.5-turbo-0125) or a three-digit revision
+# (Gemini's -001/-002). Aliases ending in "-latest" stand for such a snapshot.
+SNAPSHOT_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|\d{3})$")
+ALIAS_SUFFIX = re.compile(r"-latest$")
+# A model's family is its leading name ("gpt", "claude", "gemini", "glm", "deepseek", ...),
+# after any "vendor/" prefix an aggregator adds ("openai/gpt-4o").
+FAMILY_STEM = re.compile(r"^(?:[a-z0-9_.-]+/)?([a-z]+)")
+
+
+def normalise_model(model: str) -> str:
+    return model.strip().lower()
+
+
+def base_model(model: str) -> str:
+    """The model without a snapshot or "-latest" suffix."""
+    model = normalise_model(model)
+    return SNAPSHOT_SUFFIX.sub("", ALIAS_SUFFIX.sub("", model))
+
+
+def model_family(model: str) -> str:
+    found = FAMILY_STEM.match(normalise_model(model))
+    return found.group(1) if found else normalise_model(model)
+
+
+def same_model(requested: str, served: str) -> bool:
+    """True when ``served`` is ``requested`` or a snapshot of it (or it of ``served``)."""
+    requested, served = normalise_model(requested), normalise_model(served)
+    if requested == served:
+        return True
+    # Aggregators answer "gpt-4o" for "openai/gpt-4o" (or the other way round).
+    requested, served = requested.rsplit("/", 1)[-1], served.rsplit("/", 1)[-1]
+    return base_model(requested) == base_model(served)
+
+
+class ModelSubstitutionDetector(Detector):
+    name: ClassVar[str] = "model-substitution"
+    description: ClassVar[str] = "LLM replies that name another model than the one requested"
+    observes: ClassVar[tuple[type[Observation], ...]] = (LLMCall,)
+
+    def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
+        assert isinstance(obs, LLMCall)
+        requested, served = obs.model_requested, obs.model_served
+        if not requested or not served or same_model(requested, served):
+            return
+        host = normalise_host(obs.request.host or obs.host)
+        endpoint = identify(ctx.signatures, host).provider
+        official = endpoint is not None and obs.family in endpoint.api_shapes
+        other_family = model_family(requested) != model_family(served)
+        if other_family:
+            kind, severity = "model-substitution.other-family", Severity.HIGH
+            title = f"Asked for {requested}, answered by {served} (another model family)"
+        else:
+            kind = "model-substitution.other-model"
+            severity = Severity.MEDIUM if official else Severity.HIGH
+            title = f"Asked for {requested}, answered by {served}"
+        yield finding_for(
+            obs,
+            detector=self.name,
+            kind=kind,
+            severity=severity,
+            title=title,
+            evidence={
+                "model_requested": requested,
+                "model_served": served,
+                "api": obs.api,
+                "family": obs.family,
+                "host": host,
+                "official_endpoint": official,
+                "response_id": obs.response_id,
+                "basis": "the model named in the reply differs from the one requested",
+            },
+            evidence_key=f"{normalise_model(requested)}->{normalise_model(served)}",
+        )
