@@ -152,7 +152,7 @@ def pcap_command(
             conn_stream.close()
 
     for report in offline.unreadable:
-        err.print(f"[red]error:[/] {report.error}", highlight=False)
+        click.echo(f"error: {report.error}", err=True)  # one line, never wrapped
     if offline.unreadable and len(offline.unreadable) == len(offline.captures):
         sys.exit(2)
 
