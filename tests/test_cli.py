@@ -23,7 +23,7 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def test_table_output_lists_hosts_and_findings() -> None:
-    code, out, err = run("pcap", str(SAMPLE), "--no-progress")
+    code, out, _ = run("pcap", str(SAMPLE), "--no-progress")
     assert code == 0
     assert "Per-host findings" in out and "llm-gateway.example" in out
     assert "critical" in out
@@ -48,7 +48,9 @@ def test_jsonl_csv_and_parquet(tmp_path: Path) -> None:
     code, out, _ = run("pcap", str(SAMPLE), "--format", "jsonl", "--no-progress")
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]
-    assert lines and all({"detector", "kind", "severity", "host", "evidence"} <= set(x) for x in lines)
+    assert lines and all(
+        {"detector", "kind", "severity", "host", "evidence"} <= set(x) for x in lines
+    )
 
     csv_path = tmp_path / "hosts.csv"
     assert run("pcap", str(SAMPLE), "--format", "csv", "-o", str(csv_path), "--no-progress")[0] == 0
@@ -57,7 +59,14 @@ def test_jsonl_csv_and_parquet(tmp_path: Path) -> None:
 
     parquet = tmp_path / "findings.parquet"
     code, _, _ = run(
-        "pcap", str(SAMPLE), "--format", "parquet", "--view", "findings", "-o", str(parquet),
+        "pcap",
+        str(SAMPLE),
+        "--format",
+        "parquet",
+        "--view",
+        "findings",
+        "-o",
+        str(parquet),
         "--no-progress",
     )
     assert code == 0
@@ -72,8 +81,19 @@ def test_parquet_needs_an_output_file() -> None:
 
 def test_fail_on_sets_exit_status() -> None:
     assert run("pcap", str(SAMPLE), "--format", "jsonl", "--fail-on", "critical")[0] == 3
-    assert run("pcap", str(SAMPLE), "--format", "jsonl", "--fail-on", "critical",
-               "--policy", str(ROOT / "policies" / "default.yaml"))[0] == 3
+    assert (
+        run(
+            "pcap",
+            str(SAMPLE),
+            "--format",
+            "jsonl",
+            "--fail-on",
+            "critical",
+            "--policy",
+            str(ROOT / "policies" / "default.yaml"),
+        )[0]
+        == 3
+    )
 
 
 def test_gzip_capture_gives_the_same_findings(tmp_path: Path) -> None:
@@ -83,7 +103,8 @@ def test_gzip_capture_gives_the_same_findings(tmp_path: Path) -> None:
     plain = run("pcap", str(SAMPLE), "--format", "jsonl")[1]
     zipped = run("pcap", str(packed), "--format", "jsonl")[1]
     strip = lambda text: sorted(  # noqa: E731
-        (d["kind"], d["host"], d["severity"], d["count"]) for d in map(json.loads, text.splitlines())
+        (d["kind"], d["host"], d["severity"], d["count"])
+        for d in map(json.loads, text.splitlines())
     )
     assert strip(plain) == strip(zipped)
 
@@ -136,7 +157,9 @@ def test_bad_policy_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_policy_changes_what_is_cross_border(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text("home_jurisdiction: US\nallowed_countries: [CN]\nallowed_jurisdictions: [CN]\n")
+    policy.write_text(
+        "home_jurisdiction: US\nallowed_countries: [CN]\nallowed_jurisdictions: [CN]\n"
+    )
     out = run("pcap", str(SAMPLE), "--format", "jsonl", "--policy", str(policy))[1]
     kinds = {json.loads(line)["kind"] for line in out.splitlines()}
     assert not any(k.startswith("cross-border") for k in kinds)
