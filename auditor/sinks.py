@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import sqlite3
 import ssl
@@ -301,16 +302,27 @@ class WebhookSink(HttpJsonSink):
 _SECRET_PARAMS = {"token", "key", "apikey", "api_key", "secret", "password", "sig"}
 
 
+# A path segment that looks like a credential: chat webhooks (Slack, Discord, Teams) put their
+# secret in the path. Long runs of letters and digits, at least one of each.
+_SECRET_PATH_SEGMENT = re.compile(r"^(?=[^/]*[A-Za-z])(?=[^/]*\d)[A-Za-z0-9_-]{16,}$")
+
+
 def _redacted(url: str) -> str:
-    """The URL with credentials and secret-looking query values masked."""
+    """The URL with credentials, secret query values and secret-looking path parts masked."""
     parts = urllib.parse.urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
         netloc = "***@" + netloc.rsplit("@", 1)[1]
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     masked = [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in query]
+    path = parts.path
+    if netloc:  # network URLs only: file sink paths are not secrets
+        path = "/".join(
+            "***" if _SECRET_PATH_SEGMENT.match(segment) else segment
+            for segment in path.split("/")
+        )
     return urllib.parse.urlunsplit(
-        (parts.scheme, netloc, parts.path, urllib.parse.urlencode(masked, safe="*"), "")
+        (parts.scheme, netloc, path, urllib.parse.urlencode(masked, safe="*"), "")
     )
 
 

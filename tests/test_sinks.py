@@ -81,6 +81,13 @@ def test_parse_sink_urls() -> None:
     assert isinstance(hec, SplunkHecSink)
     assert hec.url == "https://splunk.example:8088/services/collector/event"
     assert FAKE_TOKEN not in hec.name and "token=***" in hec.name
+    fake_secret = "Zx" + "9" * 22  # shaped like a chat-webhook secret, obviously fake
+    slack_like = parse_sink_url(f"webhook+https://hooks.example/services/T0/B0/{fake_secret}")
+    assert fake_secret not in slack_like.name
+    assert slack_like.name == "webhook+https://hooks.example/services/T0/B0/***"
+    assert fake_secret in slack_like.url  # type: ignore[attr-defined]
+    long_file = parse_sink_url("jsonl:/var/log/auditor2026findings0001.jsonl")
+    assert long_file.name == "jsonl:/var/log/auditor2026findings0001.jsonl"
     hook = parse_sink_url("webhook+http://127.0.0.1:9/hook?slack=1&channel=sec")
     assert isinstance(hook, WebhookSink) and hook.slack
     assert hook.url == "http://127.0.0.1:9/hook?channel=sec"
