@@ -460,6 +460,65 @@ class PendingHello:
     ts: float
 
 
+# --- options shared by the auditor addons ---------------------------------------------------
+
+
+def declare_detection_options(loader: Loader) -> None:
+    """The options that shape detection; shared by every auditor addon (declared identically)."""
+    loader.add_option(
+        "auditor_policy",
+        str,
+        "",
+        "Policy YAML for the auditor (default: policies/default.yaml).",
+    )
+    loader.add_option(
+        "auditor_signatures", str, "", "Signature directory (default: the shipped signatures/)."
+    )
+    loader.add_option(
+        "auditor_geoip_db",
+        str,
+        "",
+        "MaxMind .mmdb for destination countries (default: built in).",
+    )
+    loader.add_option(
+        "auditor_reveal_evidence",
+        bool,
+        False,
+        "Write full prompts and keys into findings (off: masked, as the policy default).",
+    )
+
+
+def detection_context_from(options: Any) -> DetectionContext:
+    """Signatures, policy and GeoIP as the options say, or an ``OptionsError`` naming which."""
+    from auditor.detectors.base import DetectionContext
+    from auditor.policy import PolicyError, load_policy
+    from auditor.signatures import SignatureError, load_signatures
+
+    for option in ("auditor_policy", "auditor_geoip_db"):
+        path = getattr(options, option)
+        if path and not Path(path).is_file():
+            raise OptionsError(f"{option}: {path}: no such file")
+    if options.auditor_signatures and not Path(options.auditor_signatures).is_dir():
+        raise OptionsError(f"auditor_signatures: {options.auditor_signatures}: no such directory")
+    try:
+        signatures = load_signatures(
+            Path(options.auditor_signatures) if options.auditor_signatures else None
+        )
+    except (SignatureError, OSError) as exc:
+        raise OptionsError(f"auditor_signatures: {exc}") from None
+    try:
+        policy = load_policy(options.auditor_policy or None)
+    except (PolicyError, OSError) as exc:
+        raise OptionsError(f"auditor_policy: {exc}") from None
+    if options.auditor_reveal_evidence:
+        policy.reveal_evidence = True
+    try:
+        geo = open_geo_lookup(options.auditor_geoip_db or None, signatures)
+    except (OSError, ValueError) as exc:
+        raise OptionsError(f"auditor_geoip_db: {exc}") from None
+    return DetectionContext(signatures=signatures, policy=policy, geo=geo)
+
+
 # --- the addon -----------------------------------------------------------------------------
 
 
@@ -483,32 +542,12 @@ class EgressAudit:
     # -- options ---------------------------------------------------------------------------
 
     def load(self, loader: Loader) -> None:
-        loader.add_option(
-            "auditor_policy",
-            str,
-            "",
-            "Policy YAML for the auditor (default: policies/default.yaml).",
-        )
-        loader.add_option(
-            "auditor_signatures", str, "", "Signature directory (default: the shipped signatures/)."
-        )
-        loader.add_option(
-            "auditor_geoip_db",
-            str,
-            "",
-            "MaxMind .mmdb for destination countries (default: built in).",
-        )
+        declare_detection_options(loader)
         loader.add_option(
             "auditor_findings_jsonl",
             str,
             "",
             "Append each new finding as a JSON line to this file.",
-        )
-        loader.add_option(
-            "auditor_reveal_evidence",
-            bool,
-            False,
-            "Write full prompts and keys into findings (off: masked, as the policy default).",
         )
         loader.add_option(
             "auditor_max_body_scan",
@@ -534,44 +573,13 @@ class EgressAudit:
         # A new detection context means a new pipeline (its findings so far are dropped), so
         # it is rebuilt only when what the detectors read changes.
         if self.pipeline is None or updated & DETECTION_OPTIONS:
-            detection = self._detection_context(options)
+            detection = detection_context_from(options)
             try:
                 pipeline = self._make_pipeline(detection)
             except ImportError as exc:
                 raise OptionsError(f"auditor: the detector core cannot be loaded: {exc}") from None
             self.context = detection
             self.pipeline = pipeline
-
-    def _detection_context(self, options: Any) -> DetectionContext:
-        from auditor.detectors.base import DetectionContext
-        from auditor.policy import PolicyError, load_policy
-        from auditor.signatures import SignatureError, load_signatures
-
-        for option in ("auditor_policy", "auditor_geoip_db"):
-            path = getattr(options, option)
-            if path and not Path(path).is_file():
-                raise OptionsError(f"{option}: {path}: no such file")
-        if options.auditor_signatures and not Path(options.auditor_signatures).is_dir():
-            raise OptionsError(
-                f"auditor_signatures: {options.auditor_signatures}: no such directory"
-            )
-        try:
-            signatures = load_signatures(
-                Path(options.auditor_signatures) if options.auditor_signatures else None
-            )
-        except (SignatureError, OSError) as exc:
-            raise OptionsError(f"auditor_signatures: {exc}") from None
-        try:
-            policy = load_policy(options.auditor_policy or None)
-        except (PolicyError, OSError) as exc:
-            raise OptionsError(f"auditor_policy: {exc}") from None
-        if options.auditor_reveal_evidence:
-            policy.reveal_evidence = True
-        try:
-            geo = open_geo_lookup(options.auditor_geoip_db or None, signatures)
-        except (OSError, ValueError) as exc:
-            raise OptionsError(f"auditor_geoip_db: {exc}") from None
-        return DetectionContext(signatures=signatures, policy=policy, geo=geo)
 
     @staticmethod
     def _open_findings_file(path: str) -> IO[str] | None:
