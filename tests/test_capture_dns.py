@@ -1,0 +1,91 @@
+"""DNS message parsing: questions, answers of several types, compression and its abuse."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from capture_helpers import dns_query_bytes, dns_response_bytes
+
+from auditor.capture.dns import DNSParseError, parse_dns, read_name
+
+
+def test_query():
+    parsed = parse_dns(dns_query_bytes("api.openai.com", 0xBEEF, qtype=28))
+    assert (parsed.query_name, parsed.query_type) == ("api.openai.com", "AAAA")
+    assert parsed.transaction_id == 0xBEEF
+    assert not parsed.is_response and parsed.answers == []
+
+
+def test_response_with_compressed_answer():
+    parsed = parse_dns(dns_response_bytes("api.example.com", "203.0.113.7"))
+    assert parsed.is_response and parsed.rcode == 0
+    (answer,) = parsed.answers
+    assert (answer.name, answer.rtype, answer.data, answer.ttl) == (
+        "api.example.com",
+        "A",
+        "203.0.113.7",
+        300,
+    )
+
+
+def test_cname_chain_with_pointers_into_earlier_names():
+    header = struct.pack("!HHHHHH", 1, 0x8180, 1, 2, 0, 0)
+    question = b"\x03api\x07example\x03com\x00" + struct.pack("!HH", 1, 1)
+    # CNAME api.example.com -> edge.<pointer to "example.com" at offset 16>
+    cname_rdata = b"\x04edge\xc0\x10"
+    cname = b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 60, len(cname_rdata)) + cname_rdata
+    edge_offset = 12 + len(question) + 12  # where "edge..." starts in the message
+    a_record = struct.pack("!H", 0xC000 | edge_offset) + struct.pack("!HHIH", 1, 1, 60, 4)
+    a_record += bytes([198, 51, 100, 9])
+    parsed = parse_dns(header + question + cname + a_record)
+    assert [(a.name, a.rtype, a.data) for a in parsed.answers] == [
+        ("api.example.com", "CNAME", "edge.example.com"),
+        ("edge.example.com", "A", "198.51.100.9"),
+    ]
+
+
+def test_compression_loop_is_an_error_not_a_hang():
+    header = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0)
+    looping = header + b"\x01a\xc0\x0c"  # label "a" then a pointer back to itself
+    with pytest.raises(DNSParseError, match="loop"):
+        parse_dns(looping + struct.pack("!HH", 1, 1))
+    self_pointer = header + b"\xc0\x0c"
+    with pytest.raises(DNSParseError, match="loop"):
+        read_name(self_pointer, 12)
+    forward = header + b"\xc0\x10\x00\x00\x01a\x00"
+    with pytest.raises(DNSParseError, match="loop"):
+        read_name(forward, 12)
+
+
+def test_name_longer_than_255_octets_is_rejected():
+    header = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0)
+    name = (b"\x3f" + b"a" * 63) * 5 + b"\x00"
+    with pytest.raises(DNSParseError, match="255"):
+        parse_dns(header + name + struct.pack("!HH", 1, 1))
+
+
+@pytest.mark.parametrize("cut", [0, 5, 11, 14, 25, 35])
+def test_truncated_messages_raise_parse_errors(cut: int):
+    message = dns_response_bytes("api.example.com", "203.0.113.7")
+    with pytest.raises(DNSParseError):
+        parse_dns(message[:cut])
+
+
+def test_other_record_types_are_readable():
+    header = struct.pack("!HHHHHH", 2, 0x8180, 1, 3, 0, 0)
+    question = b"\x07example\x03com\x00" + struct.pack("!HH", 255, 1)
+    txt = b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 5, 6) + b"\x05hello"
+    mx = b"\xc0\x0c" + struct.pack("!HHIH", 15, 1, 5, 4) + b"\x00\x0a\xc0\x0c"
+    aaaa = (
+        b"\xc0\x0c"
+        + struct.pack("!HHIH", 28, 1, 5, 16)
+        + bytes.fromhex("20010db8" + "0" * 23 + "1")
+    )
+    parsed = parse_dns(header + question + txt + mx + aaaa)
+    assert parsed.query_type == "ANY"
+    assert [(a.rtype, a.data) for a in parsed.answers] == [
+        ("TXT", "hello"),
+        ("MX", "10 example.com"),
+        ("AAAA", "2001:db8::1"),
+    ]
