@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from auditor.detectors.base import DetectionContext
 from auditor.model import Connection, Observation
-from auditor.pipeline import AnalysisResult, Pipeline
+from auditor.pipeline import AnalysisResult, FindingCallback, Pipeline
 
 if TYPE_CHECKING:
     from auditor.capture import CaptureStats
@@ -59,6 +59,7 @@ def analyse_captures(
     *,
     engine: str = "fast",
     on_connection: Callable[[Connection], None] | None = None,
+    on_finding: FindingCallback | None = None,
     progress: Callable[[Path, int], None] | None = None,
 ) -> OfflineResult:
     """Analyse capture files in order, as one stream of traffic (DNS in one file names the next).
@@ -68,7 +69,7 @@ def analyse_captures(
     from auditor.capture import CaptureError, CaptureStats
 
     read = engine_reader(engine)
-    pipeline = Pipeline(ctx, on_connection=on_connection)
+    pipeline = Pipeline(ctx, on_connection=on_connection, on_finding=on_finding)
     reports: list[CaptureReport] = []
     for raw_path in paths:
         path = Path(raw_path)

@@ -14,6 +14,7 @@ from auditor.model import Severity
 
 if TYPE_CHECKING:
     from auditor.detectors.base import DetectionContext
+    from auditor.sinks import FindingsRecorder
 
 SEVERITY_NAMES = [s.label for s in Severity]
 
@@ -97,6 +98,22 @@ def cli() -> None:
     help="Also write one ECS JSON line per connection to this file ('-' for stdout).",
 )
 @click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Findings store (SQLite) to record into [default: $AUDITOR_STORE, else "
+    "$XDG_STATE_HOME/ai-egress-auditor/findings.sqlite3].",
+)
+@click.option("--no-store", is_flag=True, help="Do not record findings in the store.")
+@click.option(
+    "--sink",
+    "sinks",
+    multiple=True,
+    metavar="URL",
+    help="Also deliver findings to a sink (repeatable): jsonl:PATH, syslog+udp://HOST:PORT, "
+    "splunk-hec://HOST:PORT?token=..., webhook+https://... (see README).",
+)
+@click.option(
     "--fail-on",
     type=click.Choice(SEVERITY_NAMES),
     default=None,
@@ -117,6 +134,9 @@ def pcap_command(
     signatures_dir: str | None,
     engine: str,
     connections_path: Path | None,
+    store_path: Path | None,
+    no_store: bool,
+    sinks: tuple[str, ...],
     fail_on: str | None,
     progress: bool | None,
 ) -> None:
@@ -142,14 +162,19 @@ def pcap_command(
         )
         writer = ConnectionWriter(conn_stream, ctx.signatures, ctx.geo)
 
+    recorder = None if no_store and not sinks else _open_recorder(store_path, sinks)
     try:
         if show_progress:
-            offline = _analyse_with_progress(files, ctx, engine, writer, err)
+            offline = _analyse_with_progress(files, ctx, engine, writer, recorder, err)
         else:
-            offline = analyse_captures(files, ctx, engine=engine, on_connection=writer)
+            offline = analyse_captures(
+                files, ctx, engine=engine, on_connection=writer, on_finding=recorder
+            )
     finally:
         if conn_stream is not None and conn_stream is not sys.stdout:
             conn_stream.close()
+        if recorder is not None:
+            recorder.close(flush_timeout=10.0)
 
     for report in offline.unreadable:
         click.echo(f"error: {report.error}", err=True)  # one line, never wrapped
@@ -174,7 +199,18 @@ def pcap_command(
             sys.exit(3)
 
 
-def _analyse_with_progress(files, ctx, engine, writer, err):  # type: ignore[no-untyped-def]
+def _open_recorder(store_path: Path | None, sinks: tuple[str, ...]) -> FindingsRecorder:
+    """The findings store (and sink delivery) a run records into, or a one-line error."""
+    from auditor.sinks import SinkURLError, open_recorder
+    from auditor.store import StoreError, default_store_path
+
+    try:
+        return open_recorder(store_path or default_store_path(), sinks)
+    except (SinkURLError, StoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _analyse_with_progress(files, ctx, engine, writer, recorder, err):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from auditor.analysis import analyse_captures
@@ -357,8 +393,14 @@ def signatures_list(kind: str, signatures_dir: str | None, fmt: str) -> None:
     Console().print(table)
 
 
-def _register_optional_commands() -> None:
-    """Commands of optional parts (proxy, SOC tooling) that need extra packages."""
+def _register_commands() -> None:
+    """Commands of the other parts: SOC tooling (store, sinks, exports) and the proxy."""
+    from auditor.soc_cli import export_command, findings_command, hosts_command, sinks_command
+
+    cli.add_command(findings_command, "findings")
+    cli.add_command(hosts_command, "hosts")
+    cli.add_command(sinks_command, "sinks")
+    signatures_group.add_command(export_command, "export")
     try:
         from auditor.proxy.launcher import proxy_command
     except ImportError:
@@ -367,7 +409,7 @@ def _register_optional_commands() -> None:
         cli.add_command(proxy_command, "proxy")
 
 
-_register_optional_commands()
+_register_commands()
 
 
 def main() -> None:

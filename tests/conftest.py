@@ -16,3 +16,11 @@ def ja4_corpus() -> Path:
     if not (JA4_CORPUS / "pcap").is_dir():
         pytest.skip(f"JA4 reference corpus not found at {JA4_CORPUS} (shared/ is beside the repo)")
     return JA4_CORPUS
+
+
+@pytest.fixture(autouse=True)
+def isolated_findings_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:  # type: ignore[no-untyped-def]
+    """Runs of the CLI record into a store of their own, never the user's."""
+    path = tmp_path_factory.mktemp("store") / "findings.sqlite3"
+    monkeypatch.setenv("AUDITOR_STORE", str(path))
+    return path
