@@ -185,3 +185,27 @@ def test_signatures_validate_reports_a_broken_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["signatures", "validate", "--signatures", str(copy)])
     assert result.exit_code == 1
     assert "relays.yaml" in result.output and "maybe" in result.output
+
+
+def test_findings_are_recorded_in_the_store_and_delivered_to_sinks(tmp_path: Path) -> None:
+    store = tmp_path / "store.sqlite3"
+    sink = tmp_path / "alerts.jsonl"
+    code, out, _ = run(
+        "pcap", str(SAMPLE), "--format", "jsonl", "--store", str(store), "--sink", f"jsonl:{sink}"
+    )
+    assert code == 0
+    reported = {(d["kind"], d["host"]) for d in map(json.loads, out.splitlines())}
+    alerts = [json.loads(line) for line in sink.read_text().splitlines()]
+    assert {(a["kind"], a["host"]) for a in alerts} == reported
+    assert store.stat().st_mode & 0o077 == 0  # owner-only
+    code, out, _ = run("findings", "--store", str(store), "--format", "json")
+    assert code == 0 and {(f["kind"], f["host"]) for f in json.loads(out)} == reported
+
+    # A second run of the same capture updates counts instead of raising new alerts.
+    run("pcap", str(SAMPLE), "--format", "jsonl", "--store", str(store), "--sink", f"jsonl:{sink}")
+    assert len(sink.read_text().splitlines()) == len(alerts)
+
+
+def test_no_store_writes_nothing(tmp_path: Path, isolated_findings_store: Path) -> None:
+    assert run("pcap", str(SAMPLE), "--format", "jsonl", "--no-store")[0] == 0
+    assert not isolated_findings_store.exists()
