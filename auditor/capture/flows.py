@@ -156,11 +156,12 @@ class Direction:
                 return
         if self.first_data_ts is None:
             self.first_data_ts = ts
-        room = self.cap - len(self.data)
-        if room <= 0:
-            return
+        if len(self.data) >= self.cap:
+            return  # full: the parsers decide what happens (they stop or consume)
         self.segment_times.append((self.buffer_offset + len(self.data), ts))
-        self.data += payload[:room]
+        # The whole segment is kept (the buffer may pass the cap by one segment) so that the
+        # stream offsets stay exact: an HTTP parser skipping the rest of a body relies on it.
+        self.data += payload
 
     def time_at(self, offset: int) -> float:
         """Capture time of the segment holding stream offset ``offset``."""

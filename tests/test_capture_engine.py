@@ -1,0 +1,379 @@
+"""The fast engine end to end: capture files in, observations out (TLS, HTTP, DNS, Connection).
+
+Captures are built in the tests (scapy packets, hand-written pcap); the JA4 reference corpus in
+``../shared/corpus/ja4`` is read when present.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import random
+import struct
+from pathlib import Path
+
+import pytest
+from capture_helpers import (
+    dns_query_bytes,
+    dns_response_bytes,
+    ether,
+    real_tls_flights,
+    tcp_packet,
+    tcp_session,
+    udp_packet,
+    write_pcap,
+)
+
+from auditor.capture import CaptureError, CaptureStats
+from auditor.capture import flows as flows_module
+from auditor.capture.engine import read_observations
+from auditor.model import Connection, DNSMessage, HTTPRequest, Observation, TLSHandshake
+
+CLIENT = ("10.0.0.5", 50123)
+SERVER = ("203.0.113.10", 443)
+
+
+@pytest.fixture(scope="module")
+def tls12_flights() -> tuple[bytes, bytes]:
+    return real_tls_flights("api.example.com")
+
+
+def run(path: Path, **options) -> tuple[list[Observation], CaptureStats]:
+    stats = CaptureStats()
+    return list(read_observations(path, stats, **options)), stats
+
+
+def capture(tmp_path: Path, packets: list[tuple[float, bytes]], name: str = "c.pcap", **kw) -> Path:
+    return write_pcap(tmp_path / name, [(ts, ether(raw)) for ts, raw in packets], **kw)
+
+
+def of_type(observations: list[Observation], kind: type) -> list:
+    return [o for o in observations if isinstance(o, kind)]
+
+
+def split(data: bytes, *cuts: int) -> list[bytes]:
+    edges = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def test_tls_handshake_split_over_segments(tmp_path: Path, tls12_flights):
+    hello, server_flight = tls12_flights
+    packets = tcp_session(
+        CLIENT, SERVER, split(hello, 10, 100), split(server_flight, 700, 1400, 2100)
+    )
+    observations, stats = run(capture(tmp_path, packets))
+    (handshake,) = of_type(observations, TLSHandshake)
+    assert handshake.server_name == "api.example.com"
+    assert handshake.client is not None and handshake.client.ja4
+    assert handshake.server is not None and handshake.server.version == 0x0303
+    assert handshake.certificates and "api.example.com" in handshake.certificates[0].sans
+    assert handshake.origin == "pcap:c.pcap"
+    assert handshake.ts == pytest.approx(packets[3][0], abs=1e-6)  # first ClientHello segment
+    (connection,) = of_type(observations, Connection)
+    assert observations[-1] is connection
+    assert connection.tls is handshake and connection.app_protocol == "tls"
+    assert connection.server_name == "api.example.com"
+    assert (connection.flow.src_ip, connection.flow.dst_port) == ("10.0.0.5", 443)
+    # SYN, ACK, 3 data, FIN out; SYN-ACK, 4 data, FIN in. The ACK of the last FIN comes after
+    # the flow ended: its tombstone absorbs it.
+    assert (connection.packets_out, connection.packets_in) == (6, 6)
+    assert connection.bytes_out == 6 * 20 + len(hello)
+    assert connection.bytes_in == 6 * 20 + len(server_flight)
+    assert not connection.client_direction_guessed
+    assert stats.flows == 1 and stats.packets == len(packets) and not stats.skipped
+
+
+def test_tls_segments_out_of_order_and_retransmitted(tmp_path: Path, tls12_flights):
+    hello, _ = tls12_flights
+    packets = tcp_session(CLIENT, SERVER, split(hello, 50, 120, 200))
+    data = packets[3:7]
+    # Order on the wire: 3rd, 1st, 1st again (retransmission), 4th, 2nd.
+    reordered = [data[2], data[0], data[0], data[3], data[1]]
+    times = [ts for ts, _ in packets[3:8]]
+    packets[3:7] = [(t, raw) for t, (_, raw) in zip(times, reordered, strict=False)]
+    observations, _ = run(capture(tmp_path, packets))
+    (handshake,) = of_type(observations, TLSHandshake)
+    assert handshake.server_name == "api.example.com"
+
+
+def test_tls_detected_by_bytes_not_port(tmp_path: Path, tls12_flights):
+    hello, server_flight = tls12_flights
+    packets = tcp_session(("10.0.0.5", 50123), ("203.0.113.10", 8443), [hello], [server_flight])
+    observations, _ = run(capture(tmp_path, packets))
+    assert [h.server_name for h in of_type(observations, TLSHandshake)] == ["api.example.com"]
+    packets = tcp_session(CLIENT, SERVER, [b"SSH-2.0-OpenSSH_9.6\r\n"], [b"SSH-2.0-x\r\n"])
+    observations, _ = run(capture(tmp_path, packets, "ssh.pcap"))
+    assert not of_type(observations, TLSHandshake)
+    assert of_type(observations, Connection)[0].app_protocol is None
+
+
+def test_http_keep_alive_chunked_gzip_and_split_segments(tmp_path: Path):
+    body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
+    first = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay.example.net:8080\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    packed = gzip.compress(body)
+    chunks = b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed), packed)
+    second = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay.example.net:8080\r\n"
+        b"Transfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n" + chunks
+    )
+    server = ("198.51.100.7", 8080)
+    packets = tcp_session(CLIENT, server, [*split(first, 20, 90), *split(second, 5)])
+    observations, stats = run(capture(tmp_path, packets))
+    requests = of_type(observations, HTTPRequest)
+    assert [(r.method, r.host, r.server_name, r.body) for r in requests] == [
+        ("POST", "relay.example.net", "relay.example.net", body),
+        ("POST", "relay.example.net", "relay.example.net", body),
+    ]
+    assert not any(r.encrypted for r in requests)
+    assert [r.ts for r in requests] == pytest.approx([packets[3][0], packets[6][0]], abs=1e-6)
+    (connection,) = of_type(observations, Connection)
+    assert connection.http == requests and connection.app_protocol == "http"
+    assert connection.server_name == "relay.example.net"
+    assert observations.index(requests[-1]) < observations.index(connection)
+    assert not stats.skipped
+
+
+def test_http_body_larger_than_the_cap_is_cut_and_the_next_request_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(flows_module, "CLIENT_STREAM_CAP", 2048)
+    big = b"x" * 10_000
+    first = b"POST /upload HTTP/1.1\r\nHost: a.example\r\nContent-Length: 10000\r\n\r\n" + big
+    second = b"GET /after HTTP/1.1\r\nHost: a.example\r\n\r\n"
+    stream = first + second
+    segments = [stream[i : i + 1000] for i in range(0, len(stream), 1000)]
+    observations, _ = run(capture(tmp_path, tcp_session(CLIENT, ("198.51.100.7", 80), segments)))
+    requests = of_type(observations, HTTPRequest)
+    assert [r.path for r in requests] == ["/upload", "/after"]
+    assert requests[0].body_truncated and 0 < len(requests[0].body) < 10_000
+    assert not requests[1].body_truncated
+
+
+def test_dns_over_udp_and_tcp(tmp_path: Path):
+    resolver = "192.0.2.53"
+    query = dns_query_bytes("api.example.com", 7)
+    answer = dns_response_bytes("api.example.com", "203.0.113.10", 7)
+    packets = [
+        (1.0, udp_packet("10.0.0.5", resolver, 40000, 53, query)),
+        (1.1, udp_packet(resolver, "10.0.0.5", 53, 40000, answer)),
+    ]
+    tcp_dns = struct.pack("!H", len(query)) + query
+    tcp_answer = struct.pack("!H", len(answer)) + answer
+    packets += tcp_session(
+        ("10.0.0.5", 40001), (resolver, 53), split(tcp_dns, 1), [tcp_answer], start=2.0
+    )
+    observations, stats = run(capture(tmp_path, packets))
+    messages = of_type(observations, DNSMessage)
+    assert [(m.is_response, m.flow.transport) for m in messages] == [
+        (False, "udp"),
+        (True, "udp"),
+        (False, "tcp"),
+        (True, "tcp"),
+    ]
+    for message in messages:
+        assert message.flow.dst_ip == resolver and message.flow.dst_port == 53
+        assert message.server_name == "api.example.com"
+    assert messages[1].resolved_addresses() == [("203.0.113.10", "api.example.com")]
+    assert {c.app_protocol for c in of_type(observations, Connection)} == {"dns"}
+    assert not stats.skipped
+
+
+def test_malformed_dns_is_counted(tmp_path: Path):
+    packets = [(1.0, udp_packet("10.0.0.5", "192.0.2.53", 40000, 53, b"\x00\x01garbage"))]
+    observations, stats = run(capture(tmp_path, packets))
+    assert not of_type(observations, DNSMessage)
+    assert stats.skipped["malformed-dns"] == 1
+
+
+def test_dns_comes_out_before_the_flow_it_names(tmp_path: Path, tls12_flights):
+    hello, server_flight = tls12_flights
+    packets = [
+        (0.5, udp_packet("10.0.0.5", "192.0.2.53", 40000, 53, dns_query_bytes("api.example.com"))),
+        (
+            0.6,
+            udp_packet(
+                "192.0.2.53",
+                "10.0.0.5",
+                53,
+                40000,
+                dns_response_bytes("api.example.com", SERVER[0]),
+            ),
+        ),
+        *tcp_session(CLIENT, SERVER, [hello], [server_flight], start=1.0),
+    ]
+    observations, _ = run(capture(tmp_path, packets))
+    kinds = [type(o).__name__ for o in observations]
+    assert kinds.index("DNSMessage") < kinds.index("TLSHandshake") < kinds.index("Connection")
+
+
+def test_orientation_without_syn_uses_ports(tmp_path: Path, tls12_flights):
+    hello, server_flight = tls12_flights
+    packets = tcp_session(CLIENT, SERVER, [hello], [server_flight], with_syn=False)
+    packets = packets[1:2] + packets[:1] + packets[2:]  # the server speaks first in the file
+    observations, _ = run(capture(tmp_path, packets))
+    (connection,) = of_type(observations, Connection)
+    assert connection.flow.dst_port == 443 and connection.client_direction_guessed
+    assert connection.tls is not None and connection.server_name == "api.example.com"
+
+
+def test_syn_ack_first_still_orients_to_the_client(tmp_path: Path):
+    packets = tcp_session(("10.0.0.5", 3000), ("10.0.0.6", 2000), [b"x"])[1:]  # no SYN
+    observations, _ = run(capture(tmp_path, packets))
+    (connection,) = of_type(observations, Connection)
+    assert (connection.flow.src_port, connection.flow.dst_port) == (3000, 2000)
+    assert not connection.client_direction_guessed
+
+
+def test_trailing_ack_after_close_does_not_start_a_flow(tmp_path: Path):
+    packets = tcp_session(CLIENT, SERVER, [b"hello"])
+    packets.append((packets[-1][0] + 0.01, packets[-1][1]))  # the last ACK, again
+    observations, stats = run(capture(tmp_path, packets))
+    assert len(of_type(observations, Connection)) == 1 and stats.flows == 1
+
+
+def test_port_reuse_after_close_is_a_new_flow(tmp_path: Path):
+    first = tcp_session(CLIENT, SERVER, [b"one"], start=1.0)
+    second = tcp_session(CLIENT, SERVER, [b"two"], start=2.0, client_isn=90000)
+    observations, stats = run(capture(tmp_path, first + second))
+    assert len(of_type(observations, Connection)) == 2 and stats.flows == 2
+
+
+def test_idle_flows_end_in_capture_time(tmp_path: Path):
+    idle = tcp_session(CLIENT, SERVER, [b"x"], with_fin=False, start=0.0)
+    later = [(1000.0, udp_packet("10.0.0.5", "192.0.2.53", 40000, 53, dns_query_bytes("a.b")))]
+    observations, _ = run(capture(tmp_path, idle + later), tcp_idle_timeout=60.0)
+    kinds = [type(o).__name__ for o in observations]
+    # The idle TCP flow's Connection comes before the DNS query seen long after.
+    assert kinds[:2] == ["Connection", "DNSMessage"]
+
+
+def test_flow_table_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    largest = 0
+    original = flows_module.FlowTable.create
+
+    def create(self, packet, ts):  # type: ignore[no-untyped-def]
+        nonlocal largest
+        largest = max(largest, len(self.flows))
+        return original(self, packet, ts)
+
+    monkeypatch.setattr(flows_module.FlowTable, "create", create)
+    packets = []
+    for index in range(2000):
+        client = (f"10.1.{index // 250}.{index % 250 + 1}", 40000 + index % 1000)
+        packets.append(
+            (1.0 + index * 0.001, tcp_packet(client[0], SERVER[0], client[1], 443, 1, "S"))
+        )
+    observations, stats = run(capture(tmp_path, packets), max_flows=100)
+    assert largest <= 100
+    assert len(of_type(observations, Connection)) == 2000 == stats.flows
+    assert stats.skipped["flow-table-full"] > 0
+
+
+def test_fast_path_and_slow_path_count_the_same(tmp_path: Path, tls12_flights):
+    hello, server_flight = tls12_flights
+    packets = tcp_session(
+        CLIENT,
+        SERVER,
+        [hello],
+        [server_flight, *[b"\x17\x03\x03" + b"z" * 600] * 50],
+        with_fin=True,
+    )
+    ethernet = write_pcap(tmp_path / "eth.pcap", [(ts, ether(raw)) for ts, raw in packets])
+    raw_ip = write_pcap(tmp_path / "raw.pcap", packets, linktype=101)
+    vlan = write_pcap(
+        tmp_path / "vlan.pcap", [(ts, ether(raw, tags=[0x8100])) for ts, raw in packets]
+    )
+    results = []
+    for path in (ethernet, raw_ip, vlan):
+        (connection,) = of_type(run(path)[0], Connection)
+        results.append(
+            (
+                connection.packets_in,
+                connection.bytes_in,
+                connection.packets_out,
+                connection.bytes_out,
+                connection.last_seen,
+                connection.server_name,
+            )
+        )
+    assert results[0] == results[1] == results[2]
+
+
+def test_snap_length_cut_handshake_does_not_stall(tmp_path: Path, tls12_flights):
+    hello, server_flight = tls12_flights
+    data = [b"\x17\x03\x03\x05\xa0" + b"z" * 1440] * 30
+    packets = tcp_session(CLIENT, SERVER, [hello], [server_flight, *data])
+    observations, stats = run(capture(tmp_path, packets, snaplen=200))
+    (connection,) = of_type(observations, Connection)
+    assert connection.packets_in == 1 + 1 + 30 + 1
+    assert connection.bytes_in == 33 * 20 + len(server_flight) + 30 * 1445
+    assert stats.packets == len(packets)
+
+
+def test_garbage_frames_never_raise(tmp_path: Path, tls12_flights):
+    hello, server_flight = tls12_flights
+    rng = random.Random(11)
+    packets = tcp_session(CLIENT, SERVER, split(hello, 40), [server_flight])
+    frames = []
+    for index in range(400):
+        ts, raw = packets[index % len(packets)]
+        frame = bytearray(ether(raw))
+        for _ in range(rng.randint(0, 8)):
+            frame[rng.randrange(len(frame))] = rng.randrange(256)
+        frames.append((ts + index, bytes(frame[: rng.randint(10, len(frame))])))
+    path = write_pcap(tmp_path / "garbage.pcap", frames)
+    _, stats = run(path)
+    assert stats.packets == 400
+    assert stats.skipped["internal-error"] == 0
+
+
+def test_gzip_capture_and_truncated_tail(tmp_path: Path, tls12_flights):
+    hello, server_flight = tls12_flights
+    plain = capture(tmp_path, tcp_session(CLIENT, SERVER, [hello], [server_flight]))
+    packed = tmp_path / "c.pcap.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    observations, _ = run(packed)
+    assert [h.server_name for h in of_type(observations, TLSHandshake)] == ["api.example.com"]
+    assert all(o.origin == "pcap:c.pcap.gz" for o in observations)
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(plain.read_bytes()[:-30])
+    observations, stats = run(cut)
+    assert stats.skipped["truncated-file"] == 1 and of_type(observations, Connection)
+
+
+def test_unreadable_file_raises_before_iteration(tmp_path: Path):
+    path = tmp_path / "empty.pcap"
+    path.write_bytes(b"")
+    with pytest.raises(CaptureError, match="empty file"):
+        read_observations(path, CaptureStats())
+
+
+def test_quic_initial_from_the_corpus(ja4_corpus: Path):
+    observations, _ = run(ja4_corpus / "pcap" / "quic-tls-handshake.pcapng")
+    (handshake,) = of_type(observations, TLSHandshake)
+    assert handshake.client is not None and handshake.client.over_quic
+    assert handshake.flow.transport == "udp"
+    assert of_type(observations, Connection)[0].app_protocol == "quic"
+
+
+# Streams of the corpus whose ClientHello follows a proxy handshake the engine does not follow.
+CORPUS_TUNNELLED = {"socks-https-example.pcap"}
+
+
+def test_ja4_corpus_never_raises_and_finds_the_snis(ja4_corpus: Path):
+    for path in sorted((ja4_corpus / "pcap").iterdir()):
+        observations, stats = run(path)
+        assert stats.packets > 0, path.name
+        assert stats.skipped["internal-error"] == 0, path.name
+        expected_file = ja4_corpus / "expected" / f"{path.name}.json"
+        if not expected_file.exists() or path.name in CORPUS_TUNNELLED:
+            continue
+        expected = {s["domain"] for s in json.loads(expected_file.read_text()) if s.get("domain")}
+        found = {h.server_name for h in of_type(observations, TLSHandshake)}
+        assert expected <= found, f"{path.name}: missing {expected - found}"
+        for connection in of_type(observations, Connection):
+            assert connection.last_seen >= connection.first_seen
