@@ -1,4 +1,4 @@
-"""LLM API imitations for the proxy tests: official-like answers, a model-swapping relay, SSE.
+"""LLM API imitations (and port helpers) for the proxy tests: official-like, relay, SSE.
 
 Used in-process by ``test_proxy_mitmdump.py`` (a thread per upstream) and as a process inside a
 test-made network namespace by ``test_proxy_transparent.py``:
@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -154,6 +156,25 @@ def anthropic_message(model: str) -> dict[str, Any]:
         "stop_sequence": None,
         "usage": {"input_tokens": 12, "output_tokens": 2},
     }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 def main() -> None:

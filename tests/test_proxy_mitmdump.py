@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_upstreams import Upstream
+from proxy_upstreams import Upstream, free_port, wait_for_port
 
 pytestmark = pytest.mark.network
 
@@ -50,12 +49,6 @@ WEAK = "weak-llm.example.test"
 
 def fake_key(prefix: str) -> str:
     return prefix + "FAKE0test" * 5  # obviously fake, made here
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- the proxy -----------------------------------------------------------------------------
@@ -130,19 +123,6 @@ def start_weak_tls_upstream(cert: Path, key: Path) -> tuple[subprocess.Popen[byt
     )  # fmt: skip
     wait_for_port(port, process)
     return process, port
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 @pytest.fixture(scope="module")
