@@ -162,7 +162,6 @@ def test_a_failing_judge_lets_the_request_go_on(
 def test_mitmdump_blocks_a_relay_and_masks_keys_for_the_sdk(tmp_path: Path) -> None:
     trustme = pytest.importorskip("trustme")
     openai = pytest.importorskip("openai")
-    httpx2 = pytest.importorskip("httpx2")
     if shutil.which("mitmdump") is None:
         pytest.skip("mitmdump not installed")
     import ssl
@@ -194,7 +193,8 @@ def test_mitmdump_blocks_a_relay_and_masks_keys_for_the_sdk(tmp_path: Path) -> N
     try:
         wait_for_port(port, process)
         verify = ssl.create_default_context(cafile=str(tmp_path / "conf" / "mitmproxy-ca-cert.pem"))
-        with httpx2.Client(proxy=f"http://127.0.0.1:{port}", verify=verify, trust_env=False) as h:
+        proxy_url = f"http://127.0.0.1:{port}"
+        with openai.DefaultHttpxClient(proxy=proxy_url, verify=verify, trust_env=False) as h:
             key = "sk-proj-" + "FAKE0test" * 5
             official = openai.OpenAI(api_key=key, http_client=h, max_retries=0)
             official.chat.completions.create(

@@ -38,7 +38,6 @@ pytestmark = pytest.mark.network
 trustme = pytest.importorskip("trustme")
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
-httpx2 = pytest.importorskip("httpx2")  # the HTTP client these SDK versions are built on
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ("api.openai.com", "api.anthropic.com", "api.chatanywhere.tech", "weak-llm.example.test")
@@ -75,8 +74,12 @@ class ProxyUnderTest:
     def client_tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.mitm_ca))
 
-    def http_client(self) -> Any:
-        return httpx2.Client(proxy=self.url, verify=self.client_tls(), trust_env=False, timeout=20)
+    def http_client(self, sdk: Any = None) -> Any:
+        """The SDK's own HTTP client class (httpx or httpx2, by SDK version) via the proxy."""
+        sdk = sdk or openai
+        return sdk.DefaultHttpxClient(
+            proxy=self.url, verify=self.client_tls(), trust_env=False, timeout=20
+        )
 
     def findings_now(self) -> list[dict[str, Any]]:
         if not self.findings.exists():
@@ -227,7 +230,7 @@ def test_openai_sdk_call_to_official_endpoint_is_inventoried(proxy: ProxyUnderTe
 
 
 def test_anthropic_sdk_call_passes_and_is_inventoried(proxy: ProxyUnderTest) -> None:
-    with proxy.http_client() as http_client:
+    with proxy.http_client(anthropic) as http_client:
         client = anthropic.Anthropic(
             api_key=fake_key("sk-ant-api03-"), http_client=http_client, max_retries=0
         )
