@@ -153,6 +153,64 @@ def test_http_body_larger_than_the_cap_is_cut_and_the_next_request_still_read(
     assert not requests[1].body_truncated
 
 
+def test_http_responses_are_paired_with_their_requests(tmp_path: Path):
+    answer_body = b'{"id": "chatcmpl-1", "model": "gpt-4o-mini-2024-07-18"}'
+    requests = [
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.example.com\r\n"
+        b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n{}",
+        b"HEAD /health HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+    ]
+    packed = gzip.compress(answer_body)
+    responses = [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(packed), packed),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",  # HEAD: no body follows
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nno!\r\n0\r\n\r\n",
+    ]
+    packets = tcp_session(CLIENT, ("198.51.100.7", 80), requests, responses)
+    observations, stats = run(capture(tmp_path, packets))
+    found = of_type(observations, HTTPRequest)
+    assert [(r.path, r.response.status, r.response.body) for r in found] == [
+        ("/v1/chat/completions", 200, answer_body),
+        ("/health", 200, b""),
+        ("/v1/models", 404, b"no!"),
+    ]
+    assert found[0].response.ts > found[0].ts
+    assert not stats.skipped
+
+
+def test_unanswered_requests_come_out_when_the_flow_ends(tmp_path: Path):
+    request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
+    packets = tcp_session(CLIENT, ("198.51.100.7", 80), [request])
+    observations, _ = run(capture(tmp_path, packets))
+    kinds = [type(o).__name__ for o in observations]
+    assert kinds == ["HTTPRequest", "Connection"]
+    assert observations[0].response is None
+
+
+def test_tls_inside_an_http_connect_tunnel(tmp_path: Path, tls12_flights):
+    hello, server_flight = tls12_flights
+    connect = b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n"
+    established = b"HTTP/1.1 200 Connection established\r\n\r\n"
+    proxy = ("198.51.100.8", 3128)
+    (cip, cport), (pip, pport) = CLIENT, proxy
+    packets = tcp_session(CLIENT, proxy, [connect], [established], with_fin=False)
+    c_seq = 1001 + len(connect)
+    s_seq = 5001 + len(established)
+    packets.append((9.0, tcp_packet(cip, pip, cport, pport, c_seq, "PA", hello)))
+    packets.append((9.1, tcp_packet(pip, cip, pport, cport, s_seq, "PA", server_flight)))
+    observations, _ = run(capture(tmp_path, packets))
+    (request,) = of_type(observations, HTTPRequest)
+    assert request.method == "CONNECT" and request.response.status == 200
+    (handshake,) = of_type(observations, TLSHandshake)
+    assert handshake.server_name == "api.example.com" and handshake.certificates
+    (connection,) = of_type(observations, Connection)
+    assert connection.app_protocol == "tls" and connection.http == [request]
+    assert connection.server_name == "api.example.com"
+
+
 def test_dns_over_udp_and_tcp(tmp_path: Path):
     resolver = "192.0.2.53"
     query = dns_query_bytes("api.example.com", 7)
@@ -360,17 +418,13 @@ def test_quic_initial_from_the_corpus(ja4_corpus: Path):
     assert of_type(observations, Connection)[0].app_protocol == "quic"
 
 
-# Streams of the corpus whose ClientHello follows a proxy handshake the engine does not follow.
-CORPUS_TUNNELLED = {"socks-https-example.pcap"}
-
-
 def test_ja4_corpus_never_raises_and_finds_the_snis(ja4_corpus: Path):
     for path in sorted((ja4_corpus / "pcap").iterdir()):
         observations, stats = run(path)
         assert stats.packets > 0, path.name
         assert stats.skipped["internal-error"] == 0, path.name
         expected_file = ja4_corpus / "expected" / f"{path.name}.json"
-        if not expected_file.exists() or path.name in CORPUS_TUNNELLED:
+        if not expected_file.exists():
             continue
         expected = {s["domain"] for s in json.loads(expected_file.read_text()) if s.get("domain")}
         found = {h.server_name for h in of_type(observations, TLSHandshake)}

@@ -22,13 +22,16 @@ packets and streams are counted in ``CaptureStats.skipped``.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from auditor.capture import CaptureStats
 from auditor.capture.dns import DNSParseError, parse_dns
 from auditor.capture.flows import (
+    CLIENT_STREAM_CAP,
     MAX_FLOWS,
+    SERVER_STREAM_CAP,
     TCP_IDLE_TIMEOUT,
     UDP_IDLE_TIMEOUT,
     Direction,
@@ -40,6 +43,7 @@ from auditor.capture.http import (
     looks_like_http_request,
     may_become_http_request,
     parse_request,
+    parse_response,
 )
 from auditor.capture.packets import (
     IPPROTO_TCP,
@@ -57,6 +61,7 @@ from auditor.model import (
     Connection,
     DNSMessage,
     HTTPRequest,
+    HTTPResponse,
     Observation,
     TLSHandshake,
 )
@@ -80,6 +85,12 @@ SWEEP_INTERVAL = 5.0
 QUIC_MAX_INITIALS = 4
 # Fraction of the flow table ended early when it is full (ending one at a time would thrash).
 EVICT_FRACTION = 8
+# Server->client bytes buffered for HTTP responses (an LLM answer names the served model).
+HTTP_RESPONSE_CAP = CLIENT_STREAM_CAP
+# Requests waiting for their responses; past this the oldest is emitted without one.
+MAX_UNANSWERED_REQUESTS = 32
+# Bytes of a SOCKS handshake looked through for the TLS record that follows it.
+SOCKS_HANDSHAKE_MAX = 1024
 # TLS 1.3: the certificate is encrypted, so the ServerHello is all the server side shows.
 TLS_1_3 = 0x0304
 
@@ -241,6 +252,29 @@ def _record_loop(
         engine.stats.bytes += captured
 
 
+def _find_tls_record(data: bytearray, handshake_types: tuple[int, ...]) -> int:
+    """Offset of the first TLS handshake record holding one of ``handshake_types`` (1:
+    ClientHello, 2: ServerHello) or of an alert record, within the first bytes; -1: none."""
+    limit = min(len(data), SOCKS_HANDSHAKE_MAX + 6)
+    position = data.find(b"\x16\x03", 0, limit)
+    while position >= 0:
+        header = data[position : position + 6]
+        if len(header) < 6:
+            return -1
+        if header[2] <= 4 and header[5] in handshake_types:
+            return position
+        position = data.find(b"\x16\x03", position + 1, limit)
+    alert = data.find(b"\x15\x03", 0, limit)
+    return alert if 2 in handshake_types else -1
+
+
+def _looks_like_socks(data: bytearray) -> bool:
+    """A SOCKS 5 greeting (version, method count, methods) or a SOCKS 4/4a CONNECT request."""
+    if data[0] == 5:
+        return len(data) >= 3 and 1 <= data[1] <= 16 and len(data) >= 2 + data[1]
+    return data[0] == 4 and len(data) >= 9 and data[1] in (1, 2)
+
+
 def _complete_records(data: bytearray) -> tuple[int, bool]:
     """(bytes of complete TLS records at the start, whether a non-handshake record is among
     them: after ChangeCipherSpec, application data or an alert nothing cleartext follows)."""
@@ -256,6 +290,16 @@ def _complete_records(data: bytearray) -> tuple[int, bool]:
     return position, False
 
 
+class _HTTPState:
+    """Requests of one HTTP flow that wait for their response (answered in order)."""
+
+    __slots__ = ("awaiting_tunnel", "unanswered")
+
+    def __init__(self) -> None:
+        self.unanswered: deque[HTTPRequest] = deque()
+        self.awaiting_tunnel = False  # a CONNECT was sent: no requests until its answer
+
+
 class _TLSState:
     """What has been parsed of one flow's TLS handshake so far."""
 
@@ -267,6 +311,7 @@ class _TLSState:
         "server",
         "server_done",
         "server_parsed",
+        "server_prefix",
         "ts",
     )
 
@@ -278,6 +323,7 @@ class _TLSState:
         self.client_done = False
         self.server_done = False
         self.server_parsed = 0  # server bytes in complete records when last parsed
+        self.server_prefix = False  # a tunnel handshake precedes the server's TLS records
         self.ts: float | None = None  # time of the ClientHello
 
 
@@ -407,6 +453,8 @@ class _Engine:
             self._tls(flow, final)
         elif flow.app == "http":
             self._http(flow, final)
+        elif flow.app == "socks":
+            self._socks(flow, final)
         elif flow.app == "dns":
             self._dns_stream(flow, flow.client, final)
             self._dns_stream(flow, flow.server, final)
@@ -424,7 +472,10 @@ class _Engine:
             flow.app_state = _TLSState()
         elif looks_like_http_request(data):
             flow.app = "http"
-            flow.server.stop()  # responses are not read (yet)
+            flow.app_state = _HTTPState()
+            flow.server.cap = HTTP_RESPONSE_CAP  # responses carry the served model
+        elif _looks_like_socks(data):
+            flow.app = "socks"
         elif final or flow.client.full:
             self._give_up(flow)
         elif may_become_http_request(data):
@@ -455,12 +506,19 @@ class _Engine:
             else:
                 if hello is not None:
                     state.client = hello
-                    state.ts = client.first_data_ts
+                    state.ts = client.time_at(client.buffer_offset)
                     state.client_done = True
                 elif client_final:
                     state.client_done = True
             if state.client_done:
                 client.stop()
+        if state.server_prefix and server.data and not state.server_done:
+            # After a SOCKS handshake: the server's TLS starts at its first TLS record.
+            start = _find_tls_record(server.data, (2,))
+            if start < 0 and not server_final:
+                return
+            server.consume(max(start, 0) if start >= 0 else len(server.data))
+            state.server_prefix = False
         if not state.server_done and (server.data or server_final):
             # Parse again only when a record was completed: a certificate chain arrives in
             # several segments, and parsing it once per segment would be quadratic.
@@ -538,19 +596,22 @@ class _Engine:
             flow.server.stop()
 
     def _http(self, flow: Flow, final: bool) -> None:
+        """Requests from the client stream, each emitted once its response is read."""
+        state: _HTTPState = flow.app_state  # type: ignore[assignment]
         client = flow.client
-        while client.collecting:
-            if not client.data and client.gap:
-                client.stop()
-                return
+        while client.collecting and not state.awaiting_tunnel:
+            if not client.data:
+                if client.gap:
+                    client.stop()
+                break
             try:
                 parsed = parse_request(client.data, final or client.full or client.gap)
             except HTTPParseError:
                 self.skipped["malformed-http"] += 1
                 client.stop()
-                return
+                break
             if parsed is None:
-                return
+                break
             request = parsed.request
             observation = HTTPRequest(
                 flow=flow.tuple,
@@ -568,16 +629,87 @@ class _Engine:
                 encrypted=False,
             )
             flow.http.append(observation)
-            self._emit(observation)
+            state.unanswered.append(observation)
+            if len(state.unanswered) > MAX_UNANSWERED_REQUESTS:
+                self._emit(state.unanswered.popleft())  # its answer is too far behind
             client.consume(parsed.consumed)
             client.skip += parsed.skip
-            if not parsed.in_sync or request.method == "CONNECT":
-                # Where the next request starts is unknown (cut chunked body), or the stream
-                # becomes a tunnel.
-                client.stop()
+            if request.method == "CONNECT":
+                state.awaiting_tunnel = True  # the stream becomes a tunnel if the proxy agrees
+            elif not parsed.in_sync:
+                client.stop()  # where the next request starts is unknown (cut chunked body)
+        self._http_responses(flow, state, final)
+        if flow.app != "http":
+            return  # entered a tunnel
+        if final:
+            while state.unanswered:
+                self._emit(state.unanswered.popleft())
+        if not client.collecting and not state.unanswered:
+            flow.server.stop()
+
+    def _http_responses(self, flow: Flow, state: _HTTPState, final: bool) -> None:
+        server = flow.server
+        server_final = final or server.full or server.gap
+        while server.collecting and state.unanswered and (server.data or server_final):
+            if not server.data:
+                server.stop()
                 return
-            if not client.data and not client.gap:
+            request = state.unanswered[0]
+            try:
+                parsed = parse_response(server.data, server_final, request.method)
+            except HTTPParseError:
+                self.skipped["malformed-http"] += 1
+                server.stop()
                 return
+            if parsed is None:
+                return
+            ts = server.time_at(server.buffer_offset)
+            server.consume(parsed.consumed)
+            server.skip += parsed.skip
+            answer = parsed.response
+            if 100 <= answer.status < 200 and answer.status != 101:
+                continue  # 100 Continue and friends: the real response follows
+            request.response = HTTPResponse(
+                status=answer.status,
+                headers=answer.headers,
+                body=answer.body,
+                body_truncated=answer.body_truncated,
+                ts=ts,
+            )
+            state.unanswered.popleft()
+            self._emit(request)
+            if request.method == "CONNECT":
+                state.awaiting_tunnel = False
+                if 200 <= answer.status < 300:
+                    self._enter_tunnel(flow, final)
+                    return
+            if answer.status == 101 or not parsed.in_sync:
+                server.stop()  # upgraded (WebSocket), or the body ran to the end
+                return
+
+    def _enter_tunnel(self, flow: Flow, final: bool) -> None:
+        """After a successful CONNECT: what follows is another protocol (TLS, usually)."""
+        while isinstance(flow.app_state, _HTTPState) and flow.app_state.unanswered:
+            self._emit(flow.app_state.unanswered.popleft())
+        flow.app = None
+        flow.app_state = None
+        flow.server.cap = SERVER_STREAM_CAP
+        self._stream_data(flow, final)
+
+    def _socks(self, flow: Flow, final: bool) -> None:
+        """SOCKS 4/5: skip the proxy handshake to the client's first TLS record, if any."""
+        client = flow.client
+        start = _find_tls_record(client.data, (1,))
+        if start < 0:
+            if final or client.gap or len(client.data) > SOCKS_HANDSHAKE_MAX:
+                self._give_up(flow)
+            return
+        client.consume(start)
+        flow.app = "tls"
+        state = _TLSState()
+        state.server_prefix = True
+        flow.app_state = state
+        self._tls(flow, final)
 
     def _dns_stream(self, flow: Flow, direction: Direction, final: bool) -> None:
         """DNS over TCP: messages with a two-byte length prefix (RFC 1035 4.2.2)."""

@@ -1,11 +1,12 @@
-"""HTTP/1.x request parsing over a reassembled client stream (cleartext HTTP).
+"""HTTP/1.x request and response parsing over reassembled streams (cleartext HTTP).
 
 A parser of the capture source (``reader -> packets -> flows -> parsers -> engine``). The engine
-calls ``parse_request`` on the buffered client->server bytes of a flow; it returns one request
-(line, headers, decoded body) and how many bytes it used, so keep-alive connections yield
-request after request. Bodies: Content-Length or chunked; Content-Encoding gzip, deflate, br
-and zstd are decoded up to ``MAX_DECODED_BODY`` bytes. A body that does not decode keeps its raw
-bytes and says why in ``body_error``.
+calls ``parse_request`` on the buffered client->server bytes of a flow and ``parse_response``
+on the server->client bytes; each returns one message (line, headers, decoded body) and how
+many bytes it used, so keep-alive connections yield message after message. Bodies:
+Content-Length, chunked, or (responses) up to the end of the connection; Content-Encoding gzip,
+deflate, br and zstd are decoded up to ``MAX_DECODED_BODY`` bytes. A body that does not decode
+keeps its raw bytes and says why in ``body_error``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/1\.[019]
 # in capitals and a space.
 _REQUEST_START = re.compile(rb"[A-Z][A-Z_-]{1,15} ")
 _METHOD_PREFIX = re.compile(rb"[A-Z][A-Z_-]{0,15}")
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) (\d{3})(?: [^\r\n]*)?\r?$")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]+)[ \t]*(?:;[^\r\n]*)?\r?\n")
 
 
@@ -85,6 +87,74 @@ def parse_request(buffer: bytes | bytearray, final: bool) -> RequestParse | None
     body is incomplete is returned with what there is (``body_truncated``). Otherwise None
     means "wait for more bytes". Raises ``HTTPParseError`` when this is not an HTTP request.
     """
+    head = _head(buffer, final, _REQUEST_LINE, "request")
+    if head is None:
+        return None
+    match, headers, body_start = head
+    method, target, version = (part.decode("latin-1") for part in match.groups())
+    lowered = {name.lower(): value for name, value in reversed(headers)}  # first one wins
+    host = host_without_port(lowered.get("host"))
+    if host is None and target.startswith(("http://", "https://")):
+        host = host_without_port(target.split("/", 3)[2])  # absolute-form (proxy request)
+    # A request without Content-Length or chunked coding has no body (RFC 9112 6.3).
+    body = _body(buffer, body_start, lowered, final, until_close=False)
+    if body is None:
+        return None
+    request = ParsedRequest(method, target, version, headers, host)
+    request.body, request.body_truncated, request.body_error, consumed, skip, in_sync = body
+    return RequestParse(request, consumed, skip, in_sync)
+
+
+@dataclass(slots=True)
+class ParsedResponse:
+    status: int
+    version: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    body_truncated: bool = False
+    body_error: str | None = None
+
+
+@dataclass(slots=True)
+class ResponseParse:
+    response: ParsedResponse
+    consumed: int
+    skip: int
+    in_sync: bool  # False: the body runs to the end of the connection, or was cut (chunked)
+
+
+def parse_response(
+    buffer: bytes | bytearray, final: bool, request_method: str
+) -> ResponseParse | None:
+    """The response at the start of a server->client ``buffer`` (same contract as
+    ``parse_request``); ``request_method`` decides whether a body follows (HEAD, CONNECT)."""
+    head = _head(buffer, final, _STATUS_LINE, "response")
+    if head is None:
+        return None
+    match, headers, body_start = head
+    version = match.group(1).decode("latin-1")
+    status = int(match.group(2))
+    lowered = {name.lower(): value for name, value in reversed(headers)}
+    response = ParsedResponse(status, version, headers)
+    # RFC 9112 6.3: no body after HEAD, 1xx, 204, 304, or a successful CONNECT.
+    if (
+        request_method == "HEAD"
+        or status < 200
+        or status in (204, 304)
+        or (request_method == "CONNECT" and status < 300)
+    ):
+        return ResponseParse(response, body_start, 0, True)
+    body = _body(buffer, body_start, lowered, final, until_close=True)
+    if body is None:
+        return None
+    response.body, response.body_truncated, response.body_error, consumed, skip, in_sync = body
+    return ResponseParse(response, consumed, skip, in_sync)
+
+
+def _head(
+    buffer: bytes | bytearray, final: bool, first_line: re.Pattern[bytes], what: str
+) -> tuple[re.Match[bytes], list[tuple[str, str]], int] | None:
+    """(first-line match, headers, offset of the body) of the message at the buffer's start."""
     head_end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
     separator = 4
     if head_end < 0:
@@ -93,19 +163,17 @@ def parse_request(buffer: bytes | bytearray, final: bool) -> RequestParse | None
         separator = 2
     if head_end < 0:
         first_line_end = buffer.find(b"\n")
-        if first_line_end >= 0 and not _REQUEST_LINE.match(bytes(buffer[:first_line_end])):
-            raise HTTPParseError("not an HTTP/1.x request line")
+        if first_line_end >= 0 and not first_line.match(bytes(buffer[:first_line_end])):
+            raise HTTPParseError(f"not an HTTP/1.x {what} line")
         if len(buffer) > MAX_HEAD:
-            raise HTTPParseError(f"request head longer than {MAX_HEAD} bytes")
+            raise HTTPParseError(f"{what} head longer than {MAX_HEAD} bytes")
         if final and buffer:
-            raise HTTPParseError("stream ends inside a request head")
+            raise HTTPParseError(f"stream ends inside a {what} head")
         return None
-    head = bytes(buffer[:head_end])
-    lines = head.split(b"\n")
-    match = _REQUEST_LINE.match(lines[0])
+    lines = bytes(buffer[:head_end]).split(b"\n")
+    match = first_line.match(lines[0])
     if match is None:
-        raise HTTPParseError("not an HTTP/1.x request line")
-    method, target, version = (part.decode("latin-1") for part in match.groups())
+        raise HTTPParseError(f"not an HTTP/1.x {what} line")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         line = line.rstrip(b"\r")
@@ -119,21 +187,34 @@ def parse_request(buffer: bytes | bytearray, final: bool) -> RequestParse | None
         if not colon or not name or name != name.strip():
             raise HTTPParseError(f"malformed header line {line[:40]!r}")
         headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
-    body_start = head_end + separator
-    lowered = {name.lower(): value for name, value in reversed(headers)}  # first one wins
-    host = host_without_port(lowered.get("host"))
-    if host is None and target.startswith(("http://", "https://")):
-        host = host_without_port(target.split("/", 3)[2])  # absolute-form (proxy request)
+    return match, headers, head_end + separator
+
+
+def _body(
+    buffer: bytes | bytearray,
+    body_start: int,
+    lowered: dict[str, str],
+    final: bool,
+    until_close: bool,
+) -> tuple[bytes, bool, str | None, int, int, bool] | None:
+    """(decoded body, truncated, decode error, consumed, skip, in sync) or None: wait.
+
+    ``until_close``: without Content-Length or chunked coding the body runs to the end of the
+    connection (responses); otherwise there is none (requests).
+    """
     transfer_encoding = lowered.get("transfer-encoding", "").lower()
-    request = ParsedRequest(method, target, version, headers, host)
+    length_text = lowered.get("content-length")
     if "chunked" in transfer_encoding:
         raw, end, complete = _dechunk(buffer, body_start)
         if not complete and not final:
             return None
-        request.body_truncated = not complete
-        consumed, skip, in_sync = end, 0, complete
+        truncated, consumed, skip, in_sync = not complete, end, 0, complete
+    elif length_text is None and until_close:
+        if not final:
+            return None
+        raw = bytes(buffer[body_start:])
+        truncated, consumed, skip, in_sync = False, len(buffer), 0, False
     else:
-        length_text = lowered.get("content-length")
         try:
             length = int(length_text) if length_text is not None else 0
         except ValueError:
@@ -145,12 +226,14 @@ def parse_request(buffer: bytes | bytearray, final: bool) -> RequestParse | None
             return None
         taken = min(length, available)
         raw = bytes(buffer[body_start : body_start + taken])
-        request.body_truncated = taken < length
-        consumed, skip, in_sync = body_start + taken, length - taken, True
-    encoding = lowered.get("content-encoding", "")
-    request.body, decoded_truncated, request.body_error = decode_body(raw, encoding)
-    request.body_truncated = request.body_truncated or decoded_truncated
-    return RequestParse(request, consumed, skip, in_sync)
+        truncated, consumed, skip, in_sync = (
+            taken < length,
+            body_start + taken,
+            length - taken,
+            True,
+        )
+    body, decoded_truncated, error = decode_body(raw, lowered.get("content-encoding", ""))
+    return body, truncated or decoded_truncated, error, consumed, skip, in_sync
 
 
 def _dechunk(buffer: bytes | bytearray, start: int) -> tuple[bytes, int, bool]:
