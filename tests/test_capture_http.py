@@ -17,6 +17,7 @@ from auditor.capture.http import (
     looks_like_http_request,
     may_become_http_request,
     parse_request,
+    parse_response,
 )
 
 BODY = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}'
@@ -172,3 +173,33 @@ def test_request_start_detection():
 )
 def test_host_without_port(value, expected):
     assert host_without_port(value) == expected
+
+
+def test_response_with_content_length_and_gzip():
+    body = gzip.compress(b'{"model": "gpt-4o-mini"}')
+    data = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+    parsed = parse_response(data + body + b"HTTP/1.1 204 No Content\r\n\r\n", False, "POST")
+    assert parsed is not None
+    assert (parsed.response.status, parsed.response.body) == (200, b'{"model": "gpt-4o-mini"}')
+    assert parsed.consumed == len(data) + len(body) and parsed.in_sync
+
+
+def test_response_bodies_that_are_not_there():
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"
+    parsed = parse_response(head, False, "HEAD")
+    assert parsed is not None and parsed.response.body == b"" and parsed.consumed == len(head)
+    parsed = parse_response(b"HTTP/1.1 304 Not Modified\r\n\r\n", False, "GET")
+    assert parsed is not None and parsed.response.status == 304
+
+
+def test_response_until_the_connection_closes():
+    data = b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n"
+    assert parse_response(data, final=False, request_method="GET") is None
+    parsed = parse_response(data, final=True, request_method="GET")
+    assert parsed is not None and parsed.response.body == b"data: 1\n\n"
+    assert not parsed.in_sync
+
+
+def test_garbage_response_raises():
+    with pytest.raises(HTTPParseError):
+        parse_response(b"\x17\x03\x03 not http\r\n\r\n", True, "GET")
