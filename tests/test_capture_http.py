@@ -156,9 +156,14 @@ def test_absolute_form_target_gives_the_host():
 
 
 def test_request_start_detection():
-    assert looks_like_http_request(b"POST /v1 HTTP/1.1")
+    assert looks_like_http_request(b"POST /v1 HTTP/1.1\r\nHost: x\r\n")
+    assert not looks_like_http_request(b"POST /v1 HTT")  # not yet: the line is incomplete
+    assert not looks_like_http_request(b"EHLO mail.example.com\r\n")  # SMTP
+    assert not looks_like_http_request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # h2c
     assert not looks_like_http_request(b"\x16\x03\x01")
-    assert may_become_http_request(b"POS") and not may_become_http_request(b"\x16\x03")
+    assert may_become_http_request(b"POS") and may_become_http_request(b"POST /v1 HTT")
+    assert not may_become_http_request(b"\x16\x03")
+    assert not may_become_http_request(b"EHLO mail.example.com\r\n")
 
 
 @pytest.mark.parametrize(

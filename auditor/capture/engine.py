@@ -89,6 +89,9 @@ EVICT_FRACTION = 8
 HTTP_RESPONSE_CAP = CLIENT_STREAM_CAP
 # Requests waiting for their responses; past this the oldest is emitted without one.
 MAX_UNANSWERED_REQUESTS = 32
+# HTTP requests / DNS messages a Connection refers to; a long-lived flow (a DNS forwarder's
+# fixed port, a keep-alive connection) must not hold every message it ever carried.
+MAX_MESSAGES_PER_CONNECTION = 100
 # Bytes of a SOCKS handshake looked through for the TLS record that follows it.
 SOCKS_HANDSHAKE_MAX = 1024
 # TLS 1.3: the certificate is encrypted, so the ServerHello is all the server side shows.
@@ -252,20 +255,16 @@ def _record_loop(
         engine.stats.bytes += captured
 
 
-def _find_tls_record(data: bytearray, handshake_types: tuple[int, ...]) -> int:
-    """Offset of the first TLS handshake record holding one of ``handshake_types`` (1:
-    ClientHello, 2: ServerHello) or of an alert record, within the first bytes; -1: none."""
+def _find_tls_record(data: bytearray, handshake_type: int) -> int:
+    """Offset of the first TLS handshake record starting with message ``handshake_type`` (1:
+    ClientHello, 2: ServerHello) in the first ``SOCKS_HANDSHAKE_MAX`` bytes; -1: none."""
     limit = min(len(data), SOCKS_HANDSHAKE_MAX + 6)
     position = data.find(b"\x16\x03", 0, limit)
-    while position >= 0:
-        header = data[position : position + 6]
-        if len(header) < 6:
-            return -1
-        if header[2] <= 4 and header[5] in handshake_types:
+    while position >= 0 and position + 6 <= len(data):
+        if data[position + 2] <= 4 and data[position + 5] == handshake_type:
             return position
         position = data.find(b"\x16\x03", position + 1, limit)
-    alert = data.find(b"\x15\x03", 0, limit)
-    return alert if 2 in handshake_types else -1
+    return -1
 
 
 def _looks_like_socks(data: bytearray) -> bool:
@@ -514,7 +513,7 @@ class _Engine:
                 client.stop()
         if state.server_prefix and server.data and not state.server_done:
             # After a SOCKS handshake: the server's TLS starts at its first TLS record.
-            start = _find_tls_record(server.data, (2,))
+            start = _find_tls_record(server.data, 2)
             if start < 0 and not server_final:
                 return
             server.consume(max(start, 0) if start >= 0 else len(server.data))
@@ -628,7 +627,8 @@ class _Engine:
                 body_error=request.body_error,
                 encrypted=False,
             )
-            flow.http.append(observation)
+            if len(flow.http) < MAX_MESSAGES_PER_CONNECTION:
+                flow.http.append(observation)
             state.unanswered.append(observation)
             if len(state.unanswered) > MAX_UNANSWERED_REQUESTS:
                 self._emit(state.unanswered.popleft())  # its answer is too far behind
@@ -699,10 +699,11 @@ class _Engine:
     def _socks(self, flow: Flow, final: bool) -> None:
         """SOCKS 4/5: skip the proxy handshake to the client's first TLS record, if any."""
         client = flow.client
-        start = _find_tls_record(client.data, (1,))
+        start = _find_tls_record(client.data, 1)
         if start < 0:
-            if final or client.gap or len(client.data) > SOCKS_HANDSHAKE_MAX:
-                self._give_up(flow)
+            too_long = len(client.data) > SOCKS_HANDSHAKE_MAX or flow.server.full
+            if final or client.gap or too_long:
+                self._give_up(flow)  # not a SOCKS handshake followed by TLS
             return
         client.consume(start)
         flow.app = "tls"
@@ -742,7 +743,8 @@ class _Engine:
             rcode=parsed.rcode if parsed.is_response else None,
             answers=parsed.answers,
         )
-        flow.dns.append(observation)
+        if len(flow.dns) < MAX_MESSAGES_PER_CONNECTION:
+            flow.dns.append(observation)  # all are emitted; the Connection refers to the first
         self._emit(observation)
 
     # -- flow ends ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ MAX_DECODED_BODY = 1 << 20
 MAX_HEAD = 32 * 1024
 
 # Request line: token method, target, HTTP/1.x version (RFC 9112 section 3).
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/1\.[019])\r?$")
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/1\.[01])\r?$")
 # What the first bytes of a client stream look like when it speaks HTTP/1.x: a method token
 # in capitals and a space.
 _REQUEST_START = re.compile(rb"[A-Z][A-Z_-]{1,15} ")
@@ -59,13 +59,16 @@ class RequestParse:
 
 
 def looks_like_http_request(data: bytes | bytearray) -> bool:
-    """The first bytes of a client stream look like an HTTP/1.x request line."""
-    return _REQUEST_START.match(data) is not None
+    """The client stream starts with a complete HTTP/1.x request line."""
+    line_end = data.find(b"\n", 0, MAX_HEAD)
+    return line_end >= 0 and _REQUEST_LINE.match(bytes(data[:line_end])) is not None
 
 
 def may_become_http_request(data: bytes | bytearray) -> bool:
-    """Too few bytes to tell yet: they could still be the start of a method token."""
-    return _METHOD_PREFIX.fullmatch(data) is not None
+    """Too few bytes to tell yet: no end of line, and they could start a request line."""
+    if data.find(b"\n", 0, MAX_HEAD) >= 0 or len(data) > MAX_HEAD:
+        return False
+    return _REQUEST_START.match(data) is not None or _METHOD_PREFIX.fullmatch(data) is not None
 
 
 def host_without_port(value: str | None) -> str | None:
