@@ -138,7 +138,8 @@ def _observations(engine: _Engine, capture: Capture) -> Iterator[Observation]:
 # called, because a function call per packet would cost as much as the whole fast path.
 # Ethernet offsets: IPv4 header at 14 (0x45: version 4, 20 bytes, no options), flags and
 # fragment offset at 20-21, protocol at 23, total length at 16-17; [26:38] is src, dst, sport,
-# dport: the flow-table key; TCP flags at 47 (& 7: FIN, SYN, RST take the slow path).
+# dport: the flow-table key; TCP data offset at 46, flags at 47 (& 7: FIN, SYN, RST take the
+# slow path).
 
 
 def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
@@ -180,15 +181,14 @@ def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
                     protocol = buf[start + 23]
                     if protocol == 6:
                         direction = tcp.get(buf[start + 26 : start + 38])
-                        if (
-                            direction is not None
-                            and not direction.collecting
-                            and not buf[start + 47] & 7
-                        ):
-                            direction.packets += 1
-                            direction.bytes += ((buf[start + 16] << 8) | buf[start + 17]) - 20
-                            direction.last_seen = sec + frac * frac_scale
-                            continue
+                        if direction is not None and not buf[start + 47] & 7:
+                            ip_payload = ((buf[start + 16] << 8) | buf[start + 17]) - 20
+                            # A pure ACK has nothing to reassemble even while collecting.
+                            if not direction.collecting or ip_payload == (buf[start + 46] >> 4) * 4:
+                                direction.packets += 1
+                                direction.bytes += ip_payload
+                                direction.last_seen = sec + frac * frac_scale
+                                continue
                     elif protocol == 17:
                         direction = udp.get(buf[start + 26 : start + 38])
                         if direction is not None and not direction.collecting:
@@ -231,11 +231,13 @@ def _record_loop(
                 protocol = frame[23]
                 if protocol == 6:
                     direction = tcp.get(frame[26:38])
-                    if direction is not None and not direction.collecting and not frame[47] & 7:
-                        direction.packets += 1
-                        direction.bytes += ((frame[16] << 8) | frame[17]) - 20
-                        direction.last_seen = ts
-                        continue
+                    if direction is not None and not frame[47] & 7:
+                        ip_payload = ((frame[16] << 8) | frame[17]) - 20
+                        if not direction.collecting or ip_payload == (frame[46] >> 4) * 4:
+                            direction.packets += 1
+                            direction.bytes += ip_payload
+                            direction.last_seen = ts
+                            continue
                 elif protocol == 17:
                     direction = udp.get(frame[26:38])
                     if direction is not None and not direction.collecting:
