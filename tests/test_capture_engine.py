@@ -431,3 +431,12 @@ def test_ja4_corpus_never_raises_and_finds_the_snis(ja4_corpus: Path):
         assert expected <= found, f"{path.name}: missing {expected - found}"
         for connection in of_type(observations, Connection):
             assert connection.last_seen >= connection.first_seen
+
+
+def test_connect_target_names_a_tunnelled_handshake_without_sni(ja4_corpus: Path):
+    observations, _ = run(ja4_corpus / "pcap" / "https-connect.pcap")
+    (request,) = of_type(observations, HTTPRequest)
+    assert request.method == "CONNECT"
+    (handshake,) = of_type(observations, TLSHandshake)
+    assert handshake.client is not None and handshake.client.server_name is None
+    assert handshake.server_name == request.path.rsplit(":", 1)[0].lower()

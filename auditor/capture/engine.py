@@ -40,6 +40,7 @@ from auditor.capture.flows import (
 )
 from auditor.capture.http import (
     HTTPParseError,
+    host_without_port,
     looks_like_http_request,
     may_become_http_request,
     parse_request,
@@ -551,7 +552,8 @@ class _Engine:
         handshake = TLSHandshake(
             flow=flow.tuple,
             ts=state.ts if state.ts is not None else (flow.server.first_data_ts or flow.first_seen),
-            server_name=state.client.server_name if state.client else None,
+            # Through a proxy without SNI, the CONNECT target is the best name there is.
+            server_name=(state.client.server_name if state.client else None) or flow.tunnel_host,
             origin=self.origin,
             client=state.client,
             server=state.server,
@@ -683,6 +685,7 @@ class _Engine:
             if request.method == "CONNECT":
                 state.awaiting_tunnel = False
                 if 200 <= answer.status < 300:
+                    flow.tunnel_host = host_without_port(request.path)
                     self._enter_tunnel(flow, final)
                     return
             if answer.status == 101 or not parsed.in_sync:
@@ -767,6 +770,8 @@ class _Engine:
         server_name = None
         if tls is not None and tls.client is not None:
             server_name = tls.client.server_name
+        if server_name is None:
+            server_name = flow.tunnel_host
         if server_name is None and http:
             server_name = http[0].host
         app = flow.app if flow.app in ("tls", "http", "dns", "quic") else None

@@ -209,6 +209,7 @@ class Flow:
         "server",
         "tls",
         "transport",
+        "tunnel_host",
         "tuple",
     )
 
@@ -238,6 +239,7 @@ class Flow:
         self.tls: object = None  # the TLSHandshake emitted or being built
         self.http: list[object] = []
         self.dns: list[object] = []
+        self.tunnel_host: str | None = None  # CONNECT target when the flow became a tunnel
 
     @property
     def last_seen(self) -> float:
