@@ -74,6 +74,8 @@ ConnectionKey = tuple[str, str, int, str, int, float]
 def connection_facts(connection: Connection) -> dict[str, Any]:
     """What both engines must agree on, for one connection (absent facts are left out)."""
     facts: dict[str, Any] = {}
+    if connection.server_name:
+        facts["server_name"] = connection.server_name
     tls = connection.tls
     if tls is not None and tls.client is not None:
         facts["alpn"] = tuple(tls.client.alpn)

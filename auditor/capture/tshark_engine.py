@@ -244,12 +244,15 @@ class _Flow:
     pending_http: dict[int, HTTPRequest] = field(default_factory=dict)  # frame -> request
     dns: list[DNSMessage] = field(default_factory=list)
     app_protocol: str | None = None
+    tunnel_host: str | None = None  # target of an accepted HTTP CONNECT on this flow
     fins: set[bool] = field(default_factory=set)  # directions (is_out) that sent FIN
 
     def connection(self) -> Connection:
         server_name = None
         if self.tls and self.tls.client and self.tls.client.server_name:
             server_name = self.tls.client.server_name
+        elif self.tunnel_host:
+            server_name = self.tunnel_host
         elif self.http and self.http[0].host:
             server_name = self.http[0].host
         return Connection(
@@ -560,7 +563,8 @@ class _Reader:
             handshake = flow.tls = TLSHandshake(
                 flow=flow.flow_tuple,
                 ts=ts,
-                server_name=hello.server_name,
+                # Through a proxy without SNI, the CONNECT target is the best name there is.
+                server_name=hello.server_name or flow.tunnel_host,
                 origin=self.origin,
                 client=hello,
             )
@@ -635,6 +639,8 @@ class _Reader:
                     body=_body(layers) if method is None else b"",
                     ts=ts,
                 )
+                if answered.method == "CONNECT" and 200 <= status < 300:
+                    flow.tunnel_host = host_without_port(answered.path)
                 yield answered
         return
 
