@@ -11,8 +11,8 @@ layer Wireshark knows), and ``tests/test_engines_agree.py`` checks the two engin
 each other.
 
 Why a ``tshark -T ek -e FIELD ...`` subprocess and not pyshark: pyshark asks tshark for PDML
-(XML of every field of every layer) and builds Python objects for all of it, which is more
-than ten times slower than asking for the few dozen fields we use. ``-T ek`` with ``-e``
+(XML of every field of every layer) and builds Python objects for all of it: merely iterating
+a 3,000-packet capture with it took 8.8 s here, this whole engine 0.5 s. ``-T ek`` with ``-e``
 prints one JSON object per packet on one line, with every occurrence of a field as a list, so
 the output streams (memory stays flat on our side), needs no escaping rules of our own
 (unlike ``-T fields``, whose separators can occur inside HTTP bodies), and keeps each field's
