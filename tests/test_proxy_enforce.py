@@ -181,11 +181,10 @@ def test_mitmdump_blocks_a_relay_and_masks_keys_for_the_sdk(tmp_path: Path) -> N
     command = [
         sys.executable, "-c", "from auditor.proxy.launcher import proxy_command; proxy_command()",
         "--listen-port", str(port), "--confdir", str(tmp_path / "conf"),
-        "-s", str(REPO / "addons" / "egress_enforce.py"),
+        "--block-kinds", "relay-domain", "--redact-keys",
         "-s", str(REPO / "tests" / "proxy_upstream_map_addon.py"),
         "--set", f"test_upstream_map={json.dumps(names)}",
         "--set", f"ssl_verify_upstream_trusted_ca={ca_pem}",
-        "--set", "enforce_block_kinds=relay-domain", "--set", "enforce_redact_keys=true",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log_path, "wb") as log_file:

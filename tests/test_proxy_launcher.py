@@ -82,3 +82,20 @@ def test_bad_arguments_are_one_line_errors(args: list[str], message: str) -> Non
 def test_the_cli_offers_the_proxy_command() -> None:
     cli_module = pytest.importorskip("auditor.cli")
     assert cli_module.cli.commands.get("proxy") is proxy_command
+
+
+def test_enforcement_flags_load_the_enforcement_addon() -> None:
+    assert str(REPO / "addons" / "egress_enforce.py") not in printed_command()
+    command = printed_command(
+        "--block-kinds", "relay-domain,plaintext-llm.prompt", "--block-severity", "critical",
+        "--redact-keys",
+    )  # fmt: skip
+    scripts = [command[i + 1] for i, arg in enumerate(command) if arg == "-s"]
+    assert scripts == [
+        str(REPO / "addons" / "egress_audit.py"),
+        str(REPO / "addons" / "egress_enforce.py"),
+    ]
+    settings = settings_of(command)
+    assert settings["enforce_block_kinds"] == "relay-domain,plaintext-llm.prompt"
+    assert settings["enforce_block_severity"] == "critical"
+    assert settings["enforce_redact_keys"] == "true"

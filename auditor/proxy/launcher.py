@@ -6,7 +6,9 @@ This is the live counterpart of ``auditor pcap``: traffic goes through mitmproxy
 (``addons/egress_audit.py`` -> ``auditor.proxy.adapter``) feeds the shared pipeline, findings
 print as they happen and per-host totals print when the proxy stops. The command only builds
 mitmdump's command line and replaces itself with it (``exec``), so signals and the exit status
-are mitmdump's own. ``auditor.cli`` adds it as ``auditor proxy``.
+are mitmdump's own. ``auditor.cli`` adds it as ``auditor proxy``. Audit only unless one of
+``--block-severity``, ``--block-kinds`` or ``--redact-keys`` is given, which also loads the
+enforcement addon (``addons/egress_enforce.py``).
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ from pathlib import Path
 
 import click
 
+from auditor.model import Severity
+
 # The modes this command offers; mitmproxy's parser has the last word on each spec.
 MODE_HELP = "regular | transparent | wireguard | socks5 | reverse:URL | upstream:URL"
 
 
-def addon_script() -> Path:
-    """``addons/egress_audit.py`` of the source tree this package belongs to."""
-    script = Path(__file__).resolve().parents[2] / "addons" / "egress_audit.py"
+def addon_script(name: str = "egress_audit.py") -> Path:
+    """``addons/NAME`` of the source tree this package belongs to."""
+    script = Path(__file__).resolve().parents[2] / "addons" / name
     if not script.is_file():
         raise click.ClickException(
-            f"{script}: the egress-audit addon was not found; run from a source checkout "
-            "(pip install -e '.[proxy]')"
+            f"{script}: the auditor's mitmproxy addon was not found; run from a source "
+            "checkout (pip install -e '.[proxy]')"
         )
     return script
 
@@ -77,6 +81,9 @@ def mitmdump_command(
     scripts: tuple[str, ...] = (),
     settings: tuple[str, ...] = (),
     quiet: bool = False,
+    block_severity: str | None = None,
+    block_kinds: str | None = None,
+    redact_keys: bool = False,
 ) -> list[str]:
     """mitmdump's argument vector for these choices (what ``auditor proxy`` executes)."""
     command = [
@@ -90,6 +97,10 @@ def mitmdump_command(
         "-s",
         str(addon_script()),
     ]
+    enforcing = bool(block_severity or block_kinds or redact_keys)
+    if enforcing:
+        # Enforcement is its own addon: the audit addon never changes traffic.
+        command += ["-s", str(addon_script("egress_enforce.py"))]
     for script in scripts:
         command += ["-s", str(Path(script).resolve())]
     options: dict[str, str | None] = {
@@ -101,6 +112,9 @@ def mitmdump_command(
         "auditor_findings_jsonl": str(Path(findings_jsonl).resolve()) if findings_jsonl else None,
         "auditor_reveal_evidence": "true" if reveal_evidence else None,
         "auditor_max_body_scan": str(max_body_scan) if max_body_scan else None,
+        "enforce_block_severity": block_severity or None,
+        "enforce_block_kinds": block_kinds or None,
+        "enforce_redact_keys": "true" if redact_keys else None,
     }
     for name, value in options.items():
         if value is not None:
@@ -160,6 +174,20 @@ def mitmdump_command(
     metavar="NAME=VALUE",
     help="Any other mitmproxy option, e.g. --set ssl_verify_upstream_trusted_ca=ca.pem.",
 )
+@click.option(
+    "--block-severity",
+    type=click.Choice([s.label for s in Severity]),
+    help="Enforce: answer 403 to requests with a finding at or above this severity.",
+)
+@click.option(
+    "--block-kinds",
+    metavar="KIND,...",
+    help="Enforce: answer 403 to requests with these finding kinds or detectors "
+    "(e.g. plaintext-llm.prompt,relay-domain).",
+)
+@click.option(
+    "--redact-keys", is_flag=True, help="Enforce: mask API keys found in prompts before sending."
+)
 @click.option("--quiet", is_flag=True, help="Do not print flows, only the auditor's lines.")
 @click.option("--print-command", is_flag=True, help="Print the mitmdump command; do not run it.")
 def proxy_command(
@@ -175,6 +203,9 @@ def proxy_command(
     max_body_scan: int | None,
     scripts: tuple[str, ...],
     settings: tuple[str, ...],
+    block_severity: str | None,
+    block_kinds: str | None,
+    redact_keys: bool,
     quiet: bool,
     print_command: bool,
 ) -> None:
@@ -193,6 +224,9 @@ def proxy_command(
         scripts=scripts,
         settings=settings,
         quiet=quiet,
+        block_severity=block_severity,
+        block_kinds=block_kinds,
+        redact_keys=redact_keys,
     )
     if print_command:
         import shlex
