@@ -8,15 +8,19 @@ decoding (``packets.py``), the flow table (``flows.py``) and the parsers (``tls.
 
 - ``DNSMessage`` for every DNS query/response (UDP 53/5353, TCP 53), so the pipeline learns
   names before the flows that use them;
-- ``TLSHandshake`` once per TLS flow (both sides parsed, or the flow ended), over TCP or QUIC;
-- ``HTTPRequest`` for every cleartext HTTP/1.x request;
+- ``TLSHandshake`` once per TLS flow (both sides parsed, or the flow ended), over TCP or QUIC,
+  also inside an HTTP CONNECT or SOCKS tunnel;
+- ``HTTPRequest`` for every cleartext HTTP/1.x request, once its response is read (attached as
+  ``response``: an LLM answer names the served model) or its flow ends;
 - ``Connection`` when its flow ends (FIN/RST both ways, idle timeout, table full, end of file).
 
+The protocol of a TCP flow is told from its first client bytes, never from the port.
+
 Speed: most packets of a capture are bulk data on flows whose handshake is already parsed.
-Those take the inlined fast path in ``_observations`` (Ethernet + IPv4 without options + a
-known flow that needs no more bytes: a dictionary lookup and three counter updates); everything
-else goes through ``_Engine.packet``. Nothing in a packet can raise out of the engine: bad
-packets and streams are counted in ``CaptureStats.skipped``.
+Those take the inlined fast path in ``_pcap_loop`` / ``_record_loop`` (Ethernet + IPv4 without
+options + a known flow that needs no more bytes, or a pure ACK: a dictionary lookup and three
+counter updates); everything else goes through ``_Engine.packet``. Nothing in a packet can
+raise out of the engine: bad packets and streams are counted in ``CaptureStats.skipped``.
 """
 
 from __future__ import annotations
