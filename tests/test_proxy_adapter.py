@@ -547,3 +547,20 @@ def test_streamed_answer_from_a_swapping_relay_reaches_model_substitution(tmp_pa
     assert finding["kind"] == "model-substitution.other-model"
     assert finding["severity"] == "high"
     assert finding["evidence"]["model_served"] == "gpt-3.5-turbo-0125"
+
+
+def test_http2_request_is_named_from_its_authority(
+    audit: tuple[EgressAudit, Path], recorded: list[Observation]
+) -> None:
+    addon, _ = audit
+    flow = chat_flow(host="api.openai.com", response_body=completion_body("gpt-4o-mini"))
+    flow.request.http_version = "HTTP/2.0"
+    flow.request.host = PUBLIC_IP  # transparent mode: only an address
+    flow.request.headers.pop("host", None)
+    flow.request.authority = "api.openai.com:443"
+    flow.client_conn.sni = flow.server_conn.sni = None
+    addon.response(flow)
+    request = next(o for o in recorded if isinstance(o, HTTPRequest))
+    assert request.http_version == "HTTP/2.0"
+    assert request.server_name == "api.openai.com" and request.host == "api.openai.com"
+    assert any(isinstance(o, LLMCall) for o in recorded)
