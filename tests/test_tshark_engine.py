@@ -152,3 +152,24 @@ def test_progress_rises_to_the_file_size(tmp_path: Path) -> None:
     assert len(seen) >= 3  # every 10,000 packets, then the end
     assert seen == sorted(seen)
     assert seen[-1] == capture.stat().st_size
+
+
+def test_tls_records_without_their_handshake_give_no_handshake(tmp_path: Path) -> None:
+    # A capture started mid-connection: application data only, no SYN, no hellos.
+    capture = tmp_path / "midflow.pcap"
+    with capture.open("wb") as out:
+        pcap = make_capture.PcapWriter(out, make_capture.START_EPOCH)
+        flow = make_capture.TCPFlow(
+            bytes([10, 0, 0, 1]), 50000, bytes([192, 0, 2, 1]), 443, 1000, 2000
+        )
+        for _ in range(5):
+            record = make_capture.application_data(bytes(100))
+            flow.send(pcap, False, record, make_capture.PSH | make_capture.ACK)
+            flow.send(pcap, True, b"")
+    observations, _ = _read(capture)
+    (connection,) = observations
+    assert isinstance(connection, Connection)
+    assert connection.tls is None and connection.app_protocol == "tls"
+    assert connection.flow.dst_port == 443 and connection.client_direction_guessed
+    assert (connection.packets_out, connection.packets_in) == (5, 5)
+    assert connection.bytes_in == 5 * (20 + 105)  # TCP header + record, per packet

@@ -568,24 +568,26 @@ class _Reader:
                 origin=self.origin,
                 client=hello,
             )
+        levels = _numbers(layers, "tls.alert_message.level")
+        descriptions = _numbers(layers, "tls.alert_message.desc")
+        server_alert = not from_client and bool(levels and descriptions)
         if handshake is None:
+            if _SERVER_HELLO not in types and not server_alert:
+                return  # records of a flow whose handshake was not captured: nothing to report
             handshake = flow.tls = TLSHandshake(flow=flow.flow_tuple, ts=ts, origin=self.origin)
         if _SERVER_HELLO in types:
             handshake.server = _server_hello(layers)
         if _all(layers, "tls.handshake.certificate"):
             handshake.certificates = _certificates(layers)
-        levels = _numbers(layers, "tls.alert_message.level")
-        descriptions = _numbers(layers, "tls.alert_message.desc")
-        if not from_client and handshake.alert is None and levels and descriptions:
+        if server_alert and handshake.alert is None:
             # The first cleartext alert from the server, written as the fast engine does.
             level = ALERT_LEVELS.get(levels[0], f"level_{levels[0]}")
             handshake.alert = (
                 f"{level}:{ALERT_DESCRIPTIONS.get(descriptions[0], f'alert_{descriptions[0]}')}"
             )
-        if (
-            not flow.tls_emitted
-            and handshake.server is not None
-            and self._handshake_seen(layers, handshake, types)
+        if not flow.tls_emitted and (
+            handshake.alert is not None
+            or (handshake.server is not None and self._handshake_seen(layers, handshake, types))
         ):
             flow.tls_emitted = True
             yield handshake
