@@ -92,8 +92,9 @@ def timed_child(tool: str, command: list[str], capture: Path, packets: int) -> R
 
 
 def ensure_capture(workdir: Path, packets: int, seed: int) -> tuple[Path, int]:
-    """The capture for (packets, seed), generated once and reused (a sidecar holds its size)."""
-    capture = workdir / f"bench-{packets}-seed{seed}.pcap"
+    """The capture for (packets, seed, generator version), generated once and reused (a sidecar
+    holds its packet count)."""
+    capture = workdir / f"bench-{packets}-seed{seed}-v{make_capture.GENERATOR_VERSION}.pcap"
     sidecar = capture.with_suffix(".json")
     if capture.is_file() and sidecar.is_file():
         return capture, int(json.loads(sidecar.read_text())["packets"])
@@ -119,7 +120,7 @@ def commands(capture: Path, tshark: str, with_tshark_engine: bool) -> dict[str, 
 def print_table(runs: list[Run]) -> None:
     tshark_seconds = {r.capture: r.seconds for r in runs if r.tool == "tshark"}
     header = (
-        f"{'capture':<28} {'tool':<24} {'packets':>9} {'seconds':>8} {'packets/s':>10} "
+        f"{'capture':<32} {'tool':<24} {'packets':>9} {'seconds':>8} {'packets/s':>10} "
         f"{'MB/s':>7} {'peak RSS MB':>11} {'time vs tshark':>14}"
     )
     print(header)
@@ -127,7 +128,7 @@ def print_table(runs: list[Run]) -> None:
     for run in runs:
         ratio = run.seconds / tshark_seconds[run.capture] if run.capture in tshark_seconds else 0
         print(
-            f"{run.capture:<28} {run.tool:<24} {run.packets:>9} {run.seconds:>8.1f} "
+            f"{run.capture:<32} {run.tool:<24} {run.packets:>9} {run.seconds:>8.1f} "
             f"{run.packets_per_second:>10.0f} {run.mb_per_second:>7.1f} {run.peak_rss_mb:>11.0f} "
             f"{ratio:>13.2f}x"
         )

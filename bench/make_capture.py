@@ -27,7 +27,7 @@ import json
 import random
 import struct
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,6 +56,8 @@ OPENSSL_SERVER_HELLO_TLS13 = bytes.fromhex(
     "330024001d00204fa00198c9de1ed099dd1a34962c0216f15d46963bb6a44a308f2afe4c32772a"
 )
 
+# Bumped whenever the bytes written for a (packets, seed) change, so cached captures are redone.
+GENERATOR_VERSION = 2
 START_EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z: fixed so that files are reproducible
 CHAT_PATH = "/v1/chat/completions"
 RESOLVER_IP = "10.0.0.53"
@@ -92,7 +94,8 @@ def _vector(data: bytes, length_bytes: int) -> bytes:
 def client_hello(server_name: str, rng: random.Random) -> bytes:
     """curl's ClientHello record with a fresh random, session id, key share and this SNI.
 
-    The padding extension is resized so the hello keeps curl's 512-byte body, as OpenSSL does.
+    The padding extension is resized so the handshake message stays 512 bytes (4-byte header +
+    body), as OpenSSL pads it (RFC 7685).
     """
     record = CURL_CLIENT_HELLO
     body = record[9:]
@@ -121,7 +124,7 @@ def client_hello(server_name: str, rng: random.Random) -> bytes:
         extensions.append((ext_type, data))
     head = body[:2] + random_bytes + _vector(session_id, 1) + suites + compression
     unpadded = len(head) + 2 + sum(4 + len(d) for t, d in extensions if t != 21)
-    padding = max(0, 512 - unpadded - 4)
+    padding = max(0, 512 - 4 - unpadded - 4)  # message header, padding extension header
     encoded = b"".join(
         struct.pack("!HH", t, len(d if t != 21 else bytes(padding)))
         + (d if t != 21 else bytes(padding))
@@ -336,7 +339,6 @@ class TCPFlow:
     client_seq: int
     server_seq: int
     packets: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def send(self, pcap: PcapWriter, from_client: bool, payload: bytes, flags: int = ACK) -> None:
         if from_client:
