@@ -1,9 +1,9 @@
 """The fast engine and the tshark engine must see the same connections the same way.
 
-Compared per connection (keyed by the oriented 5-tuple and first packet time): TLS version,
-cipher, SNI, ALPN, JA4, certificates, DNS names and A/AAAA/CNAME answers, HTTP method, host,
-path and response status. On
-captures this test records itself over loopback (curl against ``python -m http.server`` and
+Compared per connection (keyed by the oriented 5-tuple and first packet time): connection
+name, TLS version, cipher, SNI, ALPN, JA4, certificates, DNS names and A/AAAA/CNAME answers,
+HTTP method, host, path and response status. On the generated capture and on the traffic this
+test records itself over loopback with tcpdump (curl against a stdlib ``http.server`` and
 ``openssl s_server``, DNS over a UDP socket) packet and byte counts must agree too.
 
 Where Wireshark legitimately sees more than the fast engine, the test says so and checks the
