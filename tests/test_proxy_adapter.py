@@ -564,3 +564,39 @@ def test_http2_request_is_named_from_its_authority(
     assert request.http_version == "HTTP/2.0"
     assert request.server_name == "api.openai.com" and request.host == "api.openai.com"
     assert any(isinstance(o, LLMCall) for o in recorded)
+
+
+def test_findings_reach_the_store_and_sinks_and_connections_become_ecs_records(
+    tmp_path: Path,
+) -> None:
+    from auditor.store import FindingsStore
+
+    store, alerts, connections = tmp_path / "f.db", tmp_path / "alerts.jsonl", tmp_path / "c.jsonl"
+    addon = EgressAudit()
+    with taddons.context(addon) as tctx:
+        tctx.configure(
+            addon,
+            auditor_store=str(store),
+            auditor_sinks=[f"jsonl:{alerts}"],
+            auditor_connections_jsonl=str(connections),
+        )
+        first = chat_flow(host="llm.example.net", tls=False, response_body=completion_body("m"))
+        addon.response(first)
+        again = chat_flow(host="llm.example.net", tls=False, response_body=completion_body("m"))
+        again.client_conn, again.server_conn = first.client_conn, first.server_conn
+        addon.response(again)
+        addon.server_disconnected(ServerConnectionHookData(first.server_conn, first.client_conn))
+        addon.done()  # flushes the store and delivers queued alerts
+
+    with FindingsStore(store) as db:
+        stored = {f.kind: f for f in db.findings(host="llm.example.net")}
+    assert stored["plaintext-llm.prompt"].count == 2  # repeats counted, not duplicated
+    assert "plaintext-llm.prompt" in alerts.read_text()
+    [record] = [json.loads(line) for line in connections.read_text().splitlines()]
+    assert record["destination"]["ip"] == PUBLIC_IP
+
+
+def test_sinks_without_a_store_are_refused(tmp_path: Path) -> None:
+    addon = EgressAudit()
+    with taddons.context(addon) as tctx, pytest.raises(OptionsError, match="set auditor_store"):
+        tctx.configure(addon, auditor_sinks=[f"jsonl:{tmp_path / 'a.jsonl'}"])

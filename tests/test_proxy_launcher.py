@@ -99,3 +99,21 @@ def test_enforcement_flags_load_the_enforcement_addon() -> None:
     assert settings["enforce_block_kinds"] == "relay-domain,plaintext-llm.prompt"
     assert settings["enforce_block_severity"] == "critical"
     assert settings["enforce_redact_keys"] == "true"
+
+
+def test_store_sinks_and_connection_records_are_passed_on(tmp_path: Path) -> None:
+    command = printed_command(
+        "--store", str(tmp_path / "f.db"), "--sink", "jsonl:/tmp/a.jsonl",
+        "--sink", "syslog+udp://127.0.0.1:5514", "--connections-jsonl", str(tmp_path / "c.jsonl"),
+    )  # fmt: skip
+    sinks = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]
+    assert "auditor_sinks=jsonl:/tmp/a.jsonl" in sinks
+    assert "auditor_sinks=syslog+udp://127.0.0.1:5514" in sinks  # repeated: a list option
+    settings = settings_of(command)
+    assert settings["auditor_store"] == str((tmp_path / "f.db").resolve())
+    assert settings["auditor_connections_jsonl"] == str((tmp_path / "c.jsonl").resolve())
+
+
+def test_a_sink_needs_a_store() -> None:
+    result = CliRunner().invoke(proxy_command, ["--sink", "jsonl:/tmp/a.jsonl", "--print-command"])
+    assert result.exit_code == 2 and "give --store too" in result.output

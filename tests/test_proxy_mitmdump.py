@@ -60,6 +60,9 @@ class ProxyUnderTest:
     mitm_ca: Path
     findings: Path
     log: Path
+    store: Path
+    alerts: Path
+    connections: Path
     official: Upstream
     relay: Upstream
     plain: Upstream
@@ -174,6 +177,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyUnderTest]:
             "from auditor.proxy.launcher import proxy_command; proxy_command()",
             "--mode", "regular", "--listen-host", "127.0.0.1", "--listen-port", str(port),
             "--confdir", str(confdir), "--findings-jsonl", str(findings),
+            "--store", str(tmp / "findings.db"), "--sink", f"jsonl:{tmp / 'alerts.jsonl'}",
+            "--connections-jsonl", str(tmp / "connections.jsonl"),
             "-s", str(REPO / "tests" / "proxy_upstream_map_addon.py"),
             "--set", f"test_upstream_map={json.dumps(upstream_map)}",
             "--set", f"ssl_verify_upstream_trusted_ca={ca_pem}",
@@ -195,6 +200,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyUnderTest]:
             mitm_ca=confdir / "mitmproxy-ca-cert.pem",
             findings=findings,
             log=log_path,
+            store=tmp / "findings.db",
+            alerts=tmp / "alerts.jsonl",
+            connections=tmp / "connections.jsonl",
             official=official,
             relay=relay,
             plain=plain,
@@ -319,16 +327,33 @@ def test_weak_tls_upstream_is_reported(proxy: ProxyUnderTest) -> None:
     assert finding["evidence"]["version"] == "TLS 1.0"
 
 
-def test_stopping_the_proxy_prints_per_host_totals(proxy: ProxyUnderTest) -> None:
+def test_stopping_the_proxy_prints_totals_and_closes_store_sinks_and_records(
+    proxy: ProxyUnderTest,
+) -> None:
     with proxy.http_client() as http_client:
-        client = openai.OpenAI(api_key=fake_key("sk-proj-"), http_client=http_client, max_retries=0)
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
-        )
+        for base_url in ("https://api.openai.com/v1", f"https://{RELAY}/v1"):
+            client = openai.OpenAI(
+                api_key=fake_key("sk-proj-"), base_url=base_url, http_client=http_client,
+                max_retries=0,
+            )  # fmt: skip
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+            )
     proxy.wait_for("api.openai.com", "ai-service.inventory")
+    proxy.wait_for(RELAY, "relay-domain.known")
     proxy.stop()
     log = proxy.log_text()
     assert "[auditor] INFO api.openai.com ai-service.inventory" in log  # the live line
     assert "host(s) seen" in log
     assert "[auditor]   api.openai.com: max info" in log
     assert "Traceback" not in log
+    # The same findings went to the store and, from it, to the sink; connections to ECS lines.
+    from auditor.store import FindingsStore
+
+    with FindingsStore(proxy.store) as store:
+        stored = {(f.host, f.kind) for f in store.findings()}
+    assert ("api.openai.com", "ai-service.inventory") in stored
+    assert (RELAY, "relay-domain.known") in stored
+    assert RELAY in proxy.alerts.read_text()
+    records = [json.loads(line) for line in proxy.connections.read_text().splitlines()]
+    assert {"api.openai.com", RELAY} <= {r["destination"].get("domain") for r in records}

@@ -34,7 +34,7 @@ import ssl
 import time
 import zlib
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from auditor.detectors.base import DetectionContext
     from auditor.enrich.geo import GeoLookup
     from auditor.signatures import Signatures
+    from auditor.sinks import FindingsRecorder
 
 log = logging.getLogger(__name__)
 
@@ -532,6 +533,9 @@ class EgressAudit:
         self.context: DetectionContext | None = None
         self.max_body_scan = DEFAULT_MAX_BODY_SCAN
         self.findings_file: IO[str] | None = None
+        self.recorder: FindingsRecorder | None = None  # findings store and sink delivery
+        self.connections_file: IO[str] | None = None
+        self.connection_writer: Callable[[Connection], None] | None = None
         self.stats: Counter[str] = Counter()
         self.hellos: dict[str, PendingHello] = {}  # client connection id ->
         self.upstreams: dict[str, UpstreamState] = {}  # server connection id ->
@@ -555,6 +559,25 @@ class EgressAudit:
             DEFAULT_MAX_BODY_SCAN,
             "Bytes of each decoded body (or streamed answer) the auditor keeps and scans.",
         )
+        loader.add_option(
+            "auditor_store",
+            str,
+            "",
+            "Record findings in this findings store (SQLite), as 'auditor pcap --store' does.",
+        )
+        loader.add_option(
+            "auditor_sinks",
+            Sequence[str],
+            [],
+            "Deliver findings to these sinks (needs auditor_store): jsonl:PATH, "
+            "syslog+udp://HOST:PORT, ... (repeat --set to add more).",
+        )
+        loader.add_option(
+            "auditor_connections_jsonl",
+            str,
+            "",
+            "Write one ECS JSON line per upstream connection to this file as it closes.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
@@ -566,10 +589,16 @@ class EgressAudit:
                 )
             self.max_body_scan = options.auditor_max_body_scan
         if "auditor_findings_jsonl" in updated:
-            findings_file = self._open_findings_file(options.auditor_findings_jsonl)
+            findings_file = open_for_append(
+                options.auditor_findings_jsonl, "auditor_findings_jsonl"
+            )
             if self.findings_file is not None:
                 self.findings_file.close()
             self.findings_file = findings_file
+        if updated & {"auditor_store", "auditor_sinks"}:
+            recorder = open_findings_recorder(options.auditor_store, options.auditor_sinks)
+            self._close_recorder()
+            self.recorder = recorder
         # A new detection context means a new pipeline (its findings so far are dropped), so
         # it is rebuilt only when what the detectors read changes.
         if self.pipeline is None or updated & DETECTION_OPTIONS:
@@ -580,29 +609,41 @@ class EgressAudit:
                 raise OptionsError(f"auditor: the detector core cannot be loaded: {exc}") from None
             self.context = detection
             self.pipeline = pipeline
-
-    @staticmethod
-    def _open_findings_file(path: str) -> IO[str] | None:
-        if not path:
-            return None
-        try:
-            return open(path, "a", encoding="utf-8")  # kept open for the proxy's life
-        except OSError as exc:
-            raise OptionsError(
-                f"auditor_findings_jsonl: cannot write {path}: {exc.strerror}"
-            ) from None
+        if updated & {"auditor_connections_jsonl"} or updated & DETECTION_OPTIONS:
+            self._open_connection_records(options.auditor_connections_jsonl)
 
     def _make_pipeline(self, detection: DetectionContext) -> Any:
         if self.pipeline_factory is not None:
             return self.pipeline_factory(detection, self.on_finding)
         from auditor.pipeline import Pipeline
 
-        return Pipeline(detection, on_finding=self.on_finding)
+        return Pipeline(detection, on_finding=self.on_finding, on_connection=self.on_connection)
+
+    def _open_connection_records(self, path: str) -> None:
+        """ECS connection records (``auditor.outputs.connections``), as ``auditor pcap`` writes."""
+        if self.connections_file is not None:
+            self.connections_file.close()
+            self.connections_file, self.connection_writer = None, None
+        if not path or self.context is None:
+            return
+        from auditor.outputs.connections import ConnectionWriter
+
+        self.connections_file = open_for_append(path, "auditor_connections_jsonl")
+        self.connection_writer = ConnectionWriter(
+            self.connections_file, self.context.signatures, self.context.geo
+        )
+
+    def _close_recorder(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close(flush_timeout=10.0)  # deliver what is queued before leaving
+            self.recorder = None
 
     # -- output ----------------------------------------------------------------------------
 
     def on_finding(self, finding: Finding, is_new: bool) -> None:
-        """Print a new finding as one line and append it to the findings file."""
+        """Record every finding (store/sinks); print a new one and append it to the file."""
+        if self.recorder is not None:
+            self.recorder(finding, is_new)  # counts repeats; never raises (logs and counts)
         if not is_new:
             return
         self.stats["findings.new"] += 1
@@ -619,6 +660,11 @@ class EgressAudit:
             record = json.dumps(finding.to_dict(), ensure_ascii=False, sort_keys=True, default=str)
             self.findings_file.write(record + "\n")
             self.findings_file.flush()  # live: a tail -f or a test sees it at once
+
+    def on_connection(self, conn: Connection) -> None:
+        if self.connection_writer is not None and self.connections_file is not None:
+            self.connection_writer(conn)
+            self.connections_file.flush()
 
     def hook_failed(self, hook: str, exc: Exception) -> None:
         self.stats[f"errors.{hook}"] += 1
@@ -823,6 +869,10 @@ class EgressAudit:
         if self.findings_file is not None:
             self.findings_file.close()
             self.findings_file = None
+        if self.connections_file is not None:
+            self.connections_file.close()
+            self.connections_file, self.connection_writer = None, None
+        self._close_recorder()
 
     def summary_lines(self) -> list[str]:
         """Per-host totals (most severe first) and the adapter's own counters."""
@@ -890,6 +940,35 @@ def http_request_from(
         encrypted=encrypted,
         response=response,
     )
+
+
+def open_for_append(path: str, option: str) -> IO[str] | None:
+    """``path`` opened for appending lines (kept open for the proxy's life), None when unset."""
+    if not path:
+        return None
+    try:
+        return open(path, "a", encoding="utf-8")
+    except OSError as exc:
+        raise OptionsError(f"{option}: cannot write {path}: {exc.strerror}") from None
+
+
+def open_findings_recorder(store: str, sink_urls: Sequence[str]) -> FindingsRecorder | None:
+    """The findings store and sink delivery ``auditor pcap --store/--sink`` would open."""
+    if sink_urls and not store:
+        raise OptionsError(
+            "auditor_sinks: sinks deliver from the findings store; set auditor_store"
+        )
+    if not store:
+        return None
+    from auditor.sinks import SinkURLError, open_recorder
+    from auditor.store import StoreError
+
+    try:
+        return open_recorder(store, list(sink_urls))
+    except SinkURLError as exc:
+        raise OptionsError(f"auditor_sinks: {exc}") from None
+    except (StoreError, OSError) as exc:
+        raise OptionsError(f"auditor_store: {exc}") from None
 
 
 def open_geo_lookup(path: str | None, signatures: Signatures) -> GeoLookup:

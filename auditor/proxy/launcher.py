@@ -84,6 +84,9 @@ def mitmdump_command(
     block_severity: str | None = None,
     block_kinds: str | None = None,
     redact_keys: bool = False,
+    store: str | None = None,
+    sinks: tuple[str, ...] = (),
+    connections_jsonl: str | None = None,
 ) -> list[str]:
     """mitmdump's argument vector for these choices (what ``auditor proxy`` executes)."""
     command = [
@@ -115,10 +118,16 @@ def mitmdump_command(
         "enforce_block_severity": block_severity or None,
         "enforce_block_kinds": block_kinds or None,
         "enforce_redact_keys": "true" if redact_keys else None,
+        "auditor_store": str(Path(store).expanduser().resolve()) if store else None,
+        "auditor_connections_jsonl": (
+            str(Path(connections_jsonl).resolve()) if connections_jsonl else None
+        ),
     }
     for name, value in options.items():
         if value is not None:
             command += ["--set", f"{name}={value}"]
+    for sink in sinks:  # a list option: mitmproxy collects repeated --set
+        command += ["--set", f"auditor_sinks={sink}"]
     for setting in settings:
         if "=" not in setting:
             raise click.BadParameter(f"{setting!r}: expected NAME=VALUE", param_hint="--set")
@@ -151,6 +160,25 @@ def mitmdump_command(
     "--findings-jsonl",
     type=click.Path(dir_okay=False),
     help="Append every new finding as a JSON line to this file.",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False),
+    help="Record findings in this findings store (SQLite), for 'auditor findings' and sinks.",
+)
+@click.option(
+    "--sink",
+    "sinks",
+    multiple=True,
+    metavar="URL",
+    help="Deliver findings to a sink (repeatable; needs --store): jsonl:PATH, "
+    "syslog+udp://HOST:PORT, ...",
+)
+@click.option(
+    "--connections-jsonl",
+    type=click.Path(dir_okay=False),
+    help="Write one ECS JSON line per upstream connection to this file.",
 )
 @click.option("--reveal-evidence", is_flag=True, help="Write full prompts and keys into findings.")
 @click.option(
@@ -199,6 +227,9 @@ def proxy_command(
     signatures_dir: str | None,
     geoip_db: str | None,
     findings_jsonl: str | None,
+    store_path: str | None,
+    sinks: tuple[str, ...],
+    connections_jsonl: str | None,
     reveal_evidence: bool,
     max_body_scan: int | None,
     scripts: tuple[str, ...],
@@ -227,7 +258,12 @@ def proxy_command(
         block_severity=block_severity,
         block_kinds=block_kinds,
         redact_keys=redact_keys,
+        store=store_path,
+        sinks=sinks,
+        connections_jsonl=connections_jsonl,
     )
+    if sinks and not store_path:
+        raise click.UsageError("--sink delivers from the findings store: give --store too")
     if print_command:
         import shlex
 
