@@ -600,3 +600,30 @@ def test_sinks_without_a_store_are_refused(tmp_path: Path) -> None:
     addon = EgressAudit()
     with taddons.context(addon) as tctx, pytest.raises(OptionsError, match="set auditor_store"):
         tctx.configure(addon, auditor_sinks=[f"jsonl:{tmp_path / 'a.jsonl'}"])
+
+
+def test_client_leaving_mid_stream_feeds_what_was_seen(
+    audit: tuple[EgressAudit, Path], recorded: list[Observation]
+) -> None:
+    addon, _ = audit
+    flow = chat_flow(host="api.openai.com", response_body=b"")
+    flow.response.headers["content-type"] = "text/event-stream"
+    addon.responseheaders(flow)
+    first = b'data: {"id":"chatcmpl-p","object":"chat.completion.chunk","model":"gpt-4o"}\n\n'
+    assert flow.response.stream(first) == first
+    flow.error = tflow.terr("client disconnected")
+    addon.error(flow)  # no end-of-stream call, no response() hook
+    request = next(o for o in recorded if isinstance(o, HTTPRequest))
+    assert request.response is not None and request.response.body_truncated
+    assert request.response.body.startswith(b"data: ")
+    assert not [k for k in addon.stats if k.startswith("errors.")]
+    assert not addon.streams  # nothing left behind for this flow
+
+
+def test_websocket_is_noted_and_left_alone(audit: tuple[EgressAudit, Path]) -> None:
+    addon, _ = audit
+    flow = tflow.tflow(resp=True, ws=True)
+    before = flow.get_state()
+    addon.websocket_start(flow)
+    assert addon.stats["websocket.started"] == 1
+    assert flow.get_state() == before
