@@ -361,6 +361,31 @@ def test_fast_path_and_slow_path_count_the_same(tmp_path: Path, tls12_flights):
     assert results[0] == results[1] == results[2]
 
 
+@pytest.mark.parametrize("tags", [(), (0x8100,)], ids=["ethernet", "vlan"])
+def test_bulk_packets_take_the_fast_path(
+    tmp_path: Path, tls12_flights, tags: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+):
+    from auditor.capture import engine as engine_module
+
+    slow_calls = 0
+    original = engine_module._Engine.packet
+
+    def counted(self, *args):  # type: ignore[no-untyped-def]
+        nonlocal slow_calls
+        slow_calls += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(engine_module._Engine, "packet", counted)
+    hello, server_flight = tls12_flights
+    data = [b"\x17\x03\x03\x02\x00" + b"z" * 512] * 200
+    packets = tcp_session(CLIENT, SERVER, [hello], [server_flight, *data])
+    path = write_pcap(tmp_path / "bulk.pcap", [(ts, ether(raw, tags=tags)) for ts, raw in packets])
+    observations, stats = run(path)
+    assert of_type(observations, TLSHandshake)
+    assert stats.packets == len(packets)
+    assert slow_calls <= 10  # handshake and FINs; the 200 data packets are only counted
+
+
 def test_snap_length_cut_handshake_does_not_stall(tmp_path: Path, tls12_flights):
     hello, server_flight = tls12_flights
     data = [b"\x17\x03\x03\x05\xa0" + b"z" * 1440] * 30

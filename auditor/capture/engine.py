@@ -141,10 +141,10 @@ def _observations(engine: _Engine, capture: Capture) -> Iterator[Observation]:
 # The two loops below carry the same inlined fast path (see the module doc): bulk packets of
 # known flows that need no more bytes only bump three counters. It is written out twice, not
 # called, because a function call per packet would cost as much as the whole fast path.
-# Ethernet offsets: IPv4 header at 14 (0x45: version 4, 20 bytes, no options), flags and
-# fragment offset at 20-21, protocol at 23, total length at 16-17; [26:38] is src, dst, sport,
-# dport: the flow-table key; TCP data offset at 46, flags at 47 (& 7: FIN, SYN, RST take the
-# slow path).
+# Ethernet (optionally one 802.1Q tag) + IPv4 with a 20-byte header (0x45); offsets from the IP
+# header: total length 2-3, flags and fragment offset 6-7, protocol 9, [12:24] src, dst,
+# sport, dport (the flow-table key), TCP data offset 32, TCP flags 33 (& 7: FIN, SYN and RST
+# take the slow path).
 
 
 def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
@@ -177,30 +177,38 @@ def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
                 pos = end
                 packets += 1
                 captured += caplen
-                if (
-                    ethernet
-                    and caplen >= 54
-                    and buf[start + 12 : start + 15] == b"\x08\x00\x45"
-                    and not (buf[start + 20] & 0x3F or buf[start + 21])
-                ):
-                    protocol = buf[start + 23]
-                    if protocol == 6:
-                        direction = tcp.get(buf[start + 26 : start + 38])
-                        if direction is not None and not buf[start + 47] & 7:
-                            ip_payload = ((buf[start + 16] << 8) | buf[start + 17]) - 20
-                            # A pure ACK has nothing to reassemble even while collecting.
-                            if not direction.collecting or ip_payload == (buf[start + 46] >> 4) * 4:
+                if ethernet and caplen >= 54:
+                    if buf[start + 12 : start + 15] == b"\x08\x00\x45":
+                        ip = start + 14
+                    elif (
+                        buf[start + 12 : start + 14] == b"\x81\x00"
+                        and buf[start + 16 : start + 19] == b"\x08\x00\x45"
+                    ):
+                        ip = start + 18  # one 802.1Q tag, as on most mirror ports
+                    else:
+                        ip = 0
+                    if ip and not (buf[ip + 6] & 0x3F or buf[ip + 7]):
+                        protocol = buf[ip + 9]
+                        if protocol == 6:
+                            direction = tcp.get(buf[ip + 12 : ip + 24])
+                            if direction is not None and not buf[ip + 33] & 7:
+                                ip_payload = ((buf[ip + 2] << 8) | buf[ip + 3]) - 20
+                                # A pure ACK has nothing to reassemble even while collecting.
+                                if (
+                                    not direction.collecting
+                                    or ip_payload == (buf[ip + 32] >> 4) * 4
+                                ):
+                                    direction.packets += 1
+                                    direction.bytes += ip_payload
+                                    direction.last_seen = sec + frac * frac_scale
+                                    continue
+                        elif protocol == 17:
+                            direction = udp.get(buf[ip + 12 : ip + 24])
+                            if direction is not None and not direction.collecting:
                                 direction.packets += 1
-                                direction.bytes += ip_payload
+                                direction.bytes += ((buf[ip + 2] << 8) | buf[ip + 3]) - 20
                                 direction.last_seen = sec + frac * frac_scale
                                 continue
-                    elif protocol == 17:
-                        direction = udp.get(buf[start + 26 : start + 38])
-                        if direction is not None and not direction.collecting:
-                            direction.packets += 1
-                            direction.bytes += ((buf[start + 16] << 8) | buf[start + 17]) - 20
-                            direction.last_seen = sec + frac * frac_scale
-                            continue
                 try:
                     slow_path(sec + frac * frac_scale, linktype, buf[start:end])
                 except Exception:  # a parser bug must not end the analysis of the file
@@ -227,29 +235,31 @@ def _record_loop(
         for ts, linktype, frame in records:
             packets += 1
             captured += len(frame)
-            if (
-                linktype == LINKTYPE_ETHERNET
-                and len(frame) >= 54
-                and frame[12:15] == b"\x08\x00\x45"
-                and not (frame[20] & 0x3F or frame[21])
-            ):
-                protocol = frame[23]
-                if protocol == 6:
-                    direction = tcp.get(frame[26:38])
-                    if direction is not None and not frame[47] & 7:
-                        ip_payload = ((frame[16] << 8) | frame[17]) - 20
-                        if not direction.collecting or ip_payload == (frame[46] >> 4) * 4:
+            if linktype == LINKTYPE_ETHERNET and len(frame) >= 54:
+                if frame[12:15] == b"\x08\x00\x45":
+                    ip = 14
+                elif frame[12:14] == b"\x81\x00" and frame[16:19] == b"\x08\x00\x45":
+                    ip = 18
+                else:
+                    ip = 0
+                if ip and not (frame[ip + 6] & 0x3F or frame[ip + 7]):
+                    protocol = frame[ip + 9]
+                    if protocol == 6:
+                        direction = tcp.get(frame[ip + 12 : ip + 24])
+                        if direction is not None and not frame[ip + 33] & 7:
+                            ip_payload = ((frame[ip + 2] << 8) | frame[ip + 3]) - 20
+                            if not direction.collecting or ip_payload == (frame[ip + 32] >> 4) * 4:
+                                direction.packets += 1
+                                direction.bytes += ip_payload
+                                direction.last_seen = ts
+                                continue
+                    elif protocol == 17:
+                        direction = udp.get(frame[ip + 12 : ip + 24])
+                        if direction is not None and not direction.collecting:
                             direction.packets += 1
-                            direction.bytes += ip_payload
+                            direction.bytes += ((frame[ip + 2] << 8) | frame[ip + 3]) - 20
                             direction.last_seen = ts
                             continue
-                elif protocol == 17:
-                    direction = udp.get(frame[26:38])
-                    if direction is not None and not direction.collecting:
-                        direction.packets += 1
-                        direction.bytes += ((frame[16] << 8) | frame[17]) - 20
-                        direction.last_seen = ts
-                        continue
             try:
                 slow_path(ts, linktype, frame)
             except Exception:  # a parser bug must not end the analysis of the file
