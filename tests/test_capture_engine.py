@@ -18,6 +18,9 @@ from capture_helpers import (
     dns_query_bytes,
     dns_response_bytes,
     ether,
+    pcapng_interface,
+    pcapng_packet,
+    pcapng_section,
     real_tls_flights,
     tcp_packet,
     tcp_session,
@@ -345,6 +348,24 @@ def test_fast_path_and_slow_path_count_the_same(tmp_path: Path, tls12_flights):
     vlan = write_pcap(
         tmp_path / "vlan.pcap", [(ts, ether(raw, tags=[0x8100])) for ts, raw in packets]
     )
+    v6_packets = tcp_session(
+        ("2001:db8::5", 50123),
+        ("2001:db8::10", 443),
+        [hello],
+        [server_flight, *[b"\x17\x03\x03" + b"z" * 600] * 50],
+    )
+    v6_ethernet = write_pcap(
+        tmp_path / "eth6.pcap", [(ts, ether(raw, 0x86DD)) for ts, raw in v6_packets]
+    )
+    v6_raw = write_pcap(tmp_path / "raw6.pcap", v6_packets, linktype=101)
+    (v6_fast,) = of_type(run(v6_ethernet)[0], Connection)
+    (v6_slow,) = of_type(run(v6_raw)[0], Connection)
+    assert (v6_fast.packets_in, v6_fast.bytes_in, v6_fast.packets_out, v6_fast.bytes_out) == (
+        v6_slow.packets_in,
+        v6_slow.bytes_in,
+        v6_slow.packets_out,
+        v6_slow.bytes_out,
+    )
     results = []
     for path in (ethernet, raw_ip, vlan):
         (connection,) = of_type(run(path)[0], Connection)
@@ -361,9 +382,18 @@ def test_fast_path_and_slow_path_count_the_same(tmp_path: Path, tls12_flights):
     assert results[0] == results[1] == results[2]
 
 
-@pytest.mark.parametrize("tags", [(), (0x8100,)], ids=["ethernet", "vlan"])
+@pytest.mark.parametrize(
+    ("tags", "v6", "pcapng"),
+    [((), False, False), ((0x8100,), False, False), ((), True, False), ((0x8100,), False, True)],
+    ids=["ethernet", "vlan", "ipv6", "pcapng-vlan"],
+)
 def test_bulk_packets_take_the_fast_path(
-    tmp_path: Path, tls12_flights, tags: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tls12_flights,
+    tags: tuple[int, ...],
+    v6: bool,
+    pcapng: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     from auditor.capture import engine as engine_module
 
@@ -378,8 +408,19 @@ def test_bulk_packets_take_the_fast_path(
     monkeypatch.setattr(engine_module._Engine, "packet", counted)
     hello, server_flight = tls12_flights
     data = [b"\x17\x03\x03\x02\x00" + b"z" * 512] * 200
-    packets = tcp_session(CLIENT, SERVER, [hello], [server_flight, *data])
-    path = write_pcap(tmp_path / "bulk.pcap", [(ts, ether(raw, tags=tags)) for ts, raw in packets])
+    client, server = (("2001:db8::5", 50123), ("2001:db8::10", 443)) if v6 else (CLIENT, SERVER)
+    packets = tcp_session(client, server, [hello], [server_flight, *data])
+    ethertype = 0x86DD if v6 else 0x0800
+    frames = [(ts, ether(raw, ethertype, tags=tags)) for ts, raw in packets]
+    if pcapng:
+        path = tmp_path / "bulk.pcapng"
+        path.write_bytes(
+            pcapng_section()
+            + pcapng_interface(1)
+            + b"".join(pcapng_packet(0, round(ts * 1e6), frame) for ts, frame in frames)
+        )
+    else:
+        path = write_pcap(tmp_path / "bulk.pcap", frames)
     observations, stats = run(path)
     assert of_type(observations, TLSHandshake)
     assert stats.packets == len(packets)

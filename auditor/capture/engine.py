@@ -144,7 +144,8 @@ def _observations(engine: _Engine, capture: Capture) -> Iterator[Observation]:
 # Ethernet (optionally one 802.1Q tag) + IPv4 with a 20-byte header (0x45); offsets from the IP
 # header: total length 2-3, flags and fragment offset 6-7, protocol 9, [12:24] src, dst,
 # sport, dport (the flow-table key), TCP data offset 32, TCP flags 33 (& 7: FIN, SYN and RST
-# take the slow path).
+# take the slow path). Ethernet + IPv6 without extension headers: payload length 4-5, next
+# header 6, [8:44] the key, TCP data offset 52, flags 53.
 
 
 def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
@@ -209,6 +210,29 @@ def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
                                 direction.bytes += ((buf[ip + 2] << 8) | buf[ip + 3]) - 20
                                 direction.last_seen = sec + frac * frac_scale
                                 continue
+                    elif buf[start + 12 : start + 14] == b"\x86\xdd" and caplen >= 74:
+                        # IPv6 without extension headers: [8:44] is src, dst, sport, dport.
+                        ip = start + 14
+                        protocol = buf[ip + 6]
+                        if protocol == 6:
+                            direction = tcp.get(buf[ip + 8 : ip + 44])
+                            if direction is not None and not buf[ip + 53] & 7:
+                                ip_payload = (buf[ip + 4] << 8) | buf[ip + 5]
+                                if (
+                                    not direction.collecting
+                                    or ip_payload == (buf[ip + 52] >> 4) * 4
+                                ):
+                                    direction.packets += 1
+                                    direction.bytes += ip_payload
+                                    direction.last_seen = sec + frac * frac_scale
+                                    continue
+                        elif protocol == 17:
+                            direction = udp.get(buf[ip + 8 : ip + 44])
+                            if direction is not None and not direction.collecting:
+                                direction.packets += 1
+                                direction.bytes += (buf[ip + 4] << 8) | buf[ip + 5]
+                                direction.last_seen = sec + frac * frac_scale
+                                continue
                 try:
                     slow_path(sec + frac * frac_scale, linktype, buf[start:end])
                 except Exception:  # a parser bug must not end the analysis of the file
@@ -258,6 +282,24 @@ def _record_loop(
                         if direction is not None and not direction.collecting:
                             direction.packets += 1
                             direction.bytes += ((frame[ip + 2] << 8) | frame[ip + 3]) - 20
+                            direction.last_seen = ts
+                            continue
+                elif frame[12:14] == b"\x86\xdd" and len(frame) >= 74:
+                    protocol = frame[20]
+                    if protocol == 6:
+                        direction = tcp.get(frame[22:58])
+                        if direction is not None and not frame[67] & 7:
+                            ip_payload = (frame[18] << 8) | frame[19]
+                            if not direction.collecting or ip_payload == (frame[66] >> 4) * 4:
+                                direction.packets += 1
+                                direction.bytes += ip_payload
+                                direction.last_seen = ts
+                                continue
+                    elif protocol == 17:
+                        direction = udp.get(frame[22:58])
+                        if direction is not None and not direction.collecting:
+                            direction.packets += 1
+                            direction.bytes += (frame[18] << 8) | frame[19]
                             direction.last_seen = ts
                             continue
             try:
