@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -325,6 +326,33 @@ def test_weak_tls_upstream_is_reported(proxy: ProxyUnderTest) -> None:
     finding = proxy.wait_for(WEAK, "weak-tls.protocol")
     assert finding["severity"] == "high"
     assert finding["evidence"]["version"] == "TLS 1.0"
+
+
+def test_garbage_is_survived_without_auditor_errors(proxy: ProxyUnderTest) -> None:
+    # A CONNECT tunnel whose "TLS" is junk, then a request whose gzip body is not gzip.
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as tunnel:
+        tunnel.sendall(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
+        assert b" 200 " in tunnel.recv(4096)
+        # A complete record holding a ClientHello of length zero: unparsable, not incomplete.
+        tunnel.sendall(b"\x16\x03\x01\x00\x04\x01\x00\x00\x00")
+        tunnel.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            tunnel.recv(4096)
+    if shutil.which("curl") is not None:
+        subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--proxy", proxy.url,
+             "-H", "content-type: application/json", "-H", "content-encoding: gzip",
+             "--data-binary", "not gzip at all", f"http://{PLAIN}/v1/chat/completions"],
+            capture_output=True, timeout=20, check=False,
+        )  # fmt: skip
+    # The proxy still serves, and nothing inside the auditor failed.
+    with proxy.http_client() as http_client:
+        client = openai.OpenAI(api_key=fake_key("sk-proj-"), http_client=http_client, max_retries=0)
+        answer = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "still there?"}]
+        )
+    assert answer.choices[0].message.content == "Paris."
+    assert "failed (flow passes unchanged)" not in proxy.log_text()
 
 
 def test_stopping_the_proxy_prints_totals_and_closes_store_sinks_and_records(
