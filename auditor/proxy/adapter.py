@@ -19,6 +19,11 @@ What it observes (audit only: requests and responses pass unchanged):
   and bounded by ``auditor_max_body_scan``.
 - ``server_disconnected`` / ``client_disconnected`` / ``done``: one ``Connection`` per upstream.
 
+Out: each new finding is one line in mitmproxy's log and one JSON line in
+``auditor_findings_jsonl``; ``auditor_store`` / ``auditor_sinks`` record findings as
+``auditor pcap --store/--sink`` does; ``auditor_connections_jsonl`` gets ECS connection records;
+``done()`` prints per-host totals.
+
 Every hook is guarded: an exception inside the auditor is counted and logged, never raised
 into mitmproxy, so the flow goes on as if the auditor were not there.
 """
