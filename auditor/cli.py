@@ -14,6 +14,7 @@ from auditor.model import Severity
 
 if TYPE_CHECKING:
     from auditor.detectors.base import DetectionContext
+    from auditor.hosts import HostTable
     from auditor.sinks import FindingsRecorder
 
 SEVERITY_NAMES = [s.label for s in Severity]
@@ -170,6 +171,8 @@ def pcap_command(
             offline = analyse_captures(
                 files, ctx, engine=engine, on_connection=writer, on_finding=recorder
             )
+        if recorder is not None:
+            _record_host_inventory(recorder, offline.analysis.hosts)
     finally:
         if conn_stream is not None and conn_stream is not sys.stdout:
             conn_stream.close()
@@ -208,6 +211,16 @@ def _open_recorder(store_path: Path | None, sinks: tuple[str, ...]) -> FindingsR
         return open_recorder(store_path or default_store_path(), sinks)
     except (SinkURLError, StoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _record_host_inventory(recorder: FindingsRecorder, hosts: HostTable) -> None:
+    """The run's per-host table into the store, for `auditor report`; a failure only warns."""
+    from auditor.store import StoreError
+
+    try:
+        recorder.store.record_hosts(hosts.rows.values())
+    except StoreError as exc:
+        click.echo(f"warning: {exc}", err=True)
 
 
 def _analyse_with_progress(files, ctx, engine, writer, recorder, err):  # type: ignore[no-untyped-def]

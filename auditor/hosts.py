@@ -6,6 +6,7 @@ the number of hosts, not with the capture), and becomes a pandas DataFrame at th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -52,6 +53,8 @@ class HostRow:
     bytes_in: int = 0
     tls_versions: set[str] = field(default_factory=set)
     ja4: set[str] = field(default_factory=set)
+    # (client address, JA4) -> connections: which client TLS stacks talk to this host.
+    clients: Counter[tuple[str, str]] = field(default_factory=Counter)
     first_seen: float | None = None
     last_seen: float | None = None
     findings: dict[tuple[str, str, str, str], Finding] = field(default_factory=dict)
@@ -96,6 +99,7 @@ class HostTable:
                 row.tls_versions.add(self._version_name(conn.tls.server.version))
             if conn.tls.client is not None and conn.tls.client.ja4:
                 row.ja4.add(conn.tls.client.ja4)
+                row.clients[(conn.flow.src_ip, conn.tls.client.ja4)] += 1
 
     def add_finding(self, finding: Finding) -> None:
         row = self._row(finding.host)

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,8 @@ from auditor.model import Finding, Severity
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from auditor.hosts import HostRow
 
 # Default alert window: one alert per finding key and sink per hour of the finding's activity,
 # so a relay used all day pages the SOC a few times, not once per request.
@@ -104,6 +106,31 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_pending ON outbox (sink, delivered_at, id);
     """,
+    # 2: the per-host inventory of the runs (auditor.hosts.HostRow), for `auditor report`:
+    # what findings alone do not say (countries, ASNs, TLS versions, client JA4s, traffic).
+    # Set-like columns hold sorted JSON lists; clients holds [client address, ja4, connections].
+    """
+    CREATE TABLE host_inventory (
+        host TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        category TEXT NOT NULL,
+        jurisdiction TEXT NOT NULL,
+        addresses TEXT NOT NULL,
+        countries TEXT NOT NULL,
+        asns TEXT NOT NULL,
+        ports TEXT NOT NULL,
+        tls_versions TEXT NOT NULL,
+        ja4 TEXT NOT NULL,
+        clients TEXT NOT NULL,
+        connections INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        first_seen REAL,
+        last_seen REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX host_inventory_last_seen ON host_inventory (last_seen);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -135,6 +162,28 @@ class SinkStatus:
     last_error_at: float | None
     last_delivered_at: float | None
     oldest_pending_at: float | None
+
+
+@dataclass(slots=True)
+class StoredHost:
+    """One destination host as the recorded runs saw it (sums and unions over the runs)."""
+
+    host: str
+    service: str = ""
+    category: str = ""
+    jurisdiction: str = ""
+    addresses: set[str] = field(default_factory=set)
+    countries: set[str] = field(default_factory=set)
+    asns: set[str] = field(default_factory=set)
+    ports: set[int] = field(default_factory=set)
+    tls_versions: set[str] = field(default_factory=set)
+    ja4: set[str] = field(default_factory=set)
+    clients: dict[tuple[str, str], int] = field(default_factory=dict)  # (address, ja4) -> conns
+    connections: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
 
 
 def finding_snapshot(finding: Finding) -> dict[str, Any]:
@@ -485,6 +534,56 @@ class FindingsStore:
             rolled[column] = [_iso(ts) for ts in rolled[column]]
         return rolled[columns].reset_index(drop=True)
 
+    # -- host inventory (written by `auditor pcap`, read by `auditor report`) --------------
+
+    def record_hosts(self, rows: Iterable[HostRow]) -> None:
+        """Fold one run's per-host table into the inventory: counts add up, sets unite."""
+        now = self._clock()
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    for row in rows:
+                        stored = self._stored_host(row.host) or StoredHost(host=row.host)
+                        _fold_host_row(stored, row)
+                        db.execute(
+                            "INSERT OR REPLACE INTO host_inventory (host, service, category,"
+                            " jurisdiction, addresses, countries, asns, ports, tls_versions, ja4,"
+                            " clients, connections, bytes_out, bytes_in, first_seen, last_seen,"
+                            " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                            (
+                                stored.host, stored.service, stored.category,
+                                stored.jurisdiction, *_json_sets(stored),
+                                _json_clients(stored),
+                                stored.connections, stored.bytes_out, stored.bytes_in,
+                                stored.first_seen, stored.last_seen, now,
+                            ),
+                        )
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot record the host inventory: {exc}") from None
+
+    def stored_hosts(self, *, since: float | None = None) -> list[StoredHost]:
+        """The inventory, hosts last seen at or after ``since`` (all when None), by name."""
+        sql = f"SELECT {_HOST_COLUMNS} FROM host_inventory"
+        params: list[Any] = []
+        if since is not None:
+            sql += " WHERE last_seen >= ?"
+            params.append(since)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY host", params).fetchall()
+        return [_row_to_stored_host(row) for row in rows]
+
+    def _stored_host(self, host: str) -> StoredHost | None:
+        row = self._db.execute(
+            f"SELECT {_HOST_COLUMNS} FROM host_inventory WHERE host = ?", (host,)
+        ).fetchone()
+        return _row_to_stored_host(row) if row is not None else None
+
     # -- outbox (used by auditor.sinks) --------------------------------------------------
 
     def pending(self, sink: str, limit: int = 100) -> list[OutboxEntry]:
@@ -610,3 +709,69 @@ def _iso(ts: float | None) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_HOST_COLUMNS = (
+    "host, service, category, jurisdiction, addresses, countries, asns, ports, tls_versions,"
+    " ja4, clients, connections, bytes_out, bytes_in, first_seen, last_seen"
+)
+
+
+def _json_sets(host: StoredHost) -> tuple[str, ...]:
+    return tuple(
+        json.dumps(sorted(values), ensure_ascii=False)
+        for values in (
+            host.addresses, host.countries, host.asns, host.ports, host.tls_versions, host.ja4
+        )
+    )
+
+
+def _json_clients(host: StoredHost) -> str:
+    return json.dumps(sorted([address, ja4, n] for (address, ja4), n in host.clients.items()))
+
+
+def _row_to_stored_host(row: Sequence[Any]) -> StoredHost:
+    return StoredHost(
+        host=row[0],
+        service=row[1],
+        category=row[2],
+        jurisdiction=row[3],
+        addresses=set(json.loads(row[4])),
+        countries=set(json.loads(row[5])),
+        asns=set(json.loads(row[6])),
+        ports={int(p) for p in json.loads(row[7])},
+        tls_versions=set(json.loads(row[8])),
+        ja4=set(json.loads(row[9])),
+        clients={(str(a), str(j)): int(n) for a, j, n in json.loads(row[10])},
+        connections=row[11],
+        bytes_out=row[12],
+        bytes_in=row[13],
+        first_seen=row[14],
+        last_seen=row[15],
+    )
+
+
+def _fold_host_row(stored: StoredHost, row: HostRow) -> None:
+    # The latest run's naming wins when it has one (signatures may have been updated).
+    stored.service = row.service or stored.service
+    stored.category = row.category or stored.category
+    stored.jurisdiction = row.jurisdiction or stored.jurisdiction
+    stored.addresses |= row.addresses
+    stored.countries |= row.countries
+    stored.asns |= row.asns
+    stored.ports |= row.ports
+    stored.tls_versions |= row.tls_versions
+    stored.ja4 |= row.ja4
+    for key, connections in row.clients.items():
+        stored.clients[key] = stored.clients.get(key, 0) + connections
+    stored.connections += row.connections
+    stored.bytes_out += row.bytes_out
+    stored.bytes_in += row.bytes_in
+    if row.first_seen is not None:
+        stored.first_seen = (
+            row.first_seen if stored.first_seen is None else min(stored.first_seen, row.first_seen)
+        )
+    if row.last_seen is not None:
+        stored.last_seen = (
+            row.last_seen if stored.last_seen is None else max(stored.last_seen, row.last_seen)
+        )
