@@ -138,7 +138,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             run("ip", "-n", ns, "link", "set", dev, "up")
         run("ip", "-n", client_ns, "route", "add", "default", "via", GATEWAY_CLIENT_SIDE)
         run("ip", "-n", server_ns, "route", "add", "default", "via", GATEWAY_SERVER_SIDE)
-        run("ip", "netns", "exec", gateway_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # No forwarding on the gateway: every connection to ports 80/443 ends at the proxy,
+        # which opens its own to the server; anything else simply does not pass.
         run("ip", "netns", "exec", gateway_ns, "iptables", "-t", "nat", "-A", "PREROUTING",
             "-i", "g0", "-p", "tcp", "-m", "multiport", "--dports", "80,443",
             "-j", "REDIRECT", "--to-ports", str(PROXY_PORT))  # fmt: skip
