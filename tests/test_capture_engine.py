@@ -455,6 +455,24 @@ def test_garbage_frames_never_raise(tmp_path: Path, tls12_flights):
     assert stats.skipped["internal-error"] == 0
 
 
+def test_a_parser_bug_is_counted_and_the_flow_still_reported(
+    tmp_path: Path, tls12_flights, monkeypatch: pytest.MonkeyPatch
+):
+    from auditor.capture import engine as engine_module
+
+    def broken(data: bytes):  # type: ignore[no-untyped-def]
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(engine_module.tls_parser, "parse_client_stream", broken)
+    hello, server_flight = tls12_flights
+    packets = tcp_session(CLIENT, SERVER, split(hello, 30, 60), [server_flight])
+    observations, stats = run(capture(tmp_path, packets))
+    assert stats.skipped["malformed-tls"] == 1 and stats.skipped["internal-error"] == 1
+    (connection,) = of_type(observations, Connection)
+    assert connection.tls is not None and connection.tls.client is None
+    assert connection.tls.certificates  # the server side was still read
+
+
 def test_gzip_capture_and_truncated_tail(tmp_path: Path, tls12_flights):
     hello, server_flight = tls12_flights
     plain = capture(tmp_path, tcp_session(CLIENT, SERVER, [hello], [server_flight]))

@@ -414,6 +414,13 @@ class _Engine:
         else:
             self._udp(ts, packet)
 
+    def _parser_failed(self, reason: str, exc: Exception, expected: type[Exception]) -> None:
+        """A parser gave up on a stream: malformed input, or (logged) a bug in the parser.
+        Either way the stream is done with, so the same bytes are not tried again."""
+        self.skipped[reason] += 1
+        if not isinstance(exc, expected):
+            self.internal_error()
+
     def internal_error(self) -> None:
         self.skipped["internal-error"] += 1
         if self._internal_errors_logged < 5:
@@ -557,8 +564,8 @@ class _Engine:
         if not state.client_done and (client.data or client_final):
             try:
                 hello = tls_parser.parse_client_stream(bytes(client.data))
-            except tls_parser.TLSParseError:
-                self.skipped["malformed-tls"] += 1
+            except Exception as exc:  # TLSParseError, or a parser bug on hostile bytes
+                self._parser_failed("malformed-tls", exc, tls_parser.TLSParseError)
                 hello = None
                 state.client_done = True
             else:
@@ -585,8 +592,8 @@ class _Engine:
                 state.server_parsed = complete
                 try:
                     parsed = tls_parser.parse_server_stream(bytes(server.data))
-                except tls_parser.TLSParseError:
-                    self.skipped["malformed-tls"] += 1
+                except Exception as exc:
+                    self._parser_failed("malformed-tls", exc, tls_parser.TLSParseError)
                     state.server_done = True
                 else:
                     state.server = parsed.server
@@ -628,8 +635,8 @@ class _Engine:
             hello = quic_parser.parse_quic_initial(payload)
             if hello is None and len(tried) > 1:
                 hello = quic_parser.parse_quic_initials(tried)
-        except tls_parser.TLSParseError:
-            self.skipped["malformed-quic"] += 1
+        except Exception as exc:
+            self._parser_failed("malformed-quic", exc, tls_parser.TLSParseError)
             flow.client.stop()
             flow.server.stop()
             flow.app_state = None
