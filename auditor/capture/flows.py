@@ -125,12 +125,6 @@ class Direction:
                 break
         return True
 
-    def add_datagram(self, payload: bytes, ts: float) -> None:
-        """UDP: no order to restore; keep the latest datagram for the parsers."""
-        self.data = bytearray(payload[: self.cap])
-        if self.first_data_ts is None:
-            self.first_data_ts = ts
-
     def _drain_one(self) -> bool:
         assert self.next_seq is not None
         for seq in list(self.pending):
