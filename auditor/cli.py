@@ -408,12 +408,14 @@ def signatures_list(kind: str, signatures_dir: str | None, fmt: str) -> None:
 
 def _register_commands() -> None:
     """Commands of the other parts: SOC tooling (store, sinks, exports) and the proxy."""
+    from auditor.report import report_command
     from auditor.soc_cli import export_command, findings_command, hosts_command, sinks_command
 
     cli.add_command(findings_command, "findings")
     cli.add_command(hosts_command, "hosts")
     cli.add_command(sinks_command, "sinks")
     signatures_group.add_command(export_command, "export")
+    cli.add_command(report_command, "report")
     try:
         from auditor.proxy.launcher import proxy_command
     except ImportError:
