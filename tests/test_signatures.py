@@ -392,3 +392,17 @@ def test_key_format_providers_are_provider_ids(sigs: Signatures) -> None:
         assert (provider in provider_ids or provider in other_labels
                 or provider.startswith("relay:")), (key_format.id, provider)
     assert not any("<UUID>" in k.regex for k in sigs.key_formats)
+
+
+def test_domain_index_answers_as_a_full_scan_would() -> None:
+    """The indexed lookup must pick the same entry as scanning every rule."""
+    from auditor.signatures import _most_specific, load_signatures
+
+    sigs = load_signatures()
+    hosts = ["API.OpenAI.com.", "unknown.example", "x.y.openai.azure.com", "openai.azure.com"]
+    for entry in [*sigs.providers, *sigs.relays]:
+        if entry.rule.match != "regex":
+            hosts += [entry.domain, "api." + entry.domain, "a.b." + entry.domain]
+    for host in hosts:
+        assert sigs.provider_for_host(host) is _most_specific(host, sigs.providers), host
+        assert sigs.relay_for_host(host) is _most_specific(host, sigs.relays), host
