@@ -51,7 +51,7 @@ def test_bad_policy_is_a_clear_error(tmp_path: Path, text: str, message: str) ->
 
 
 def test_missing_policy_file_names_it(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match="nope.yaml: cannot read policy"):
+    with pytest.raises(PolicyError, match=r"nope\.yaml: cannot read policy"):
         load_policy(tmp_path / "nope.yaml")
 
 
