@@ -12,6 +12,9 @@ Files (each a mapping with ``version`` and ``entries``):
   tls_cipher_suites.yaml  IANA cipher suites by code, with weakness and severity
   key_formats.yaml        API-key formats (regex) per provider
   anycast.yaml            published anycast / CDN address ranges (GeoIP country says little there)
+  relay_fingerprints.yaml what relay software gives away in responses and requests (passive)
+  response_shapes.yaml    what an official provider's reply always looks like (id, headers, usage)
+  sensitive_data.yaml     secrets and personal data to find in prompts (regex + validator name)
 """
 
 from __future__ import annotations
@@ -155,6 +158,58 @@ class KeyFormat:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayFingerprint:
+    """One passive sign of relay software (relay_fingerprints.yaml); fields a kind does not use
+    are empty."""
+
+    id: str
+    software: tuple[str, ...]  # "one-api", "new-api", ..., or "generic"
+    kind: str  # "response_header_present", "error_json", "html", ... (see the YAML header)
+    weight: str  # "strong" | "medium" | "weak"
+    source: str
+    name: str | None = None  # header name
+    name_prefix: str | None = None
+    value_regex: str | None = None
+    json_path: str | None = None
+    equals: tuple[str, ...] = ()
+    regex: str | None = None
+    message_regex: str | None = None
+    values: tuple[str, ...] = ()
+    notes: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseShape:
+    """One thing an official provider's reply always has (response_shapes.yaml)."""
+
+    id: str
+    provider: str
+    apis: tuple[str, ...]  # API shape ids it applies to
+    model_regex: str
+    check: str  # "response_id" | "response_headers" | "usage_keys"
+    source: str
+    regex: str | None = None
+    headers: tuple[str, ...] = ()  # lower-case
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SensitiveDataPattern:
+    """A secret or personal-data shape to find in prompts (sensitive_data.yaml)."""
+
+    id: str
+    category: str  # "secret" | "pii"
+    regex: str
+    validator: str  # "luhn" | "iban" | "cn_resident_id" | "us_ssn" | "none"
+    severity: str
+    source: str
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(self.regex)  # see ApiShape.path_pattern
+
+
+@dataclass(frozen=True, slots=True)
 class AnycastNetwork:
     """An address range announced from many places (anycast / CDN): its country says little."""
 
@@ -182,6 +237,9 @@ class Signatures:
     cipher_suites: dict[int, CipherSuite] = field(default_factory=dict)
     key_formats: list[KeyFormat] = field(default_factory=list)
     anycast_networks: list[AnycastNetwork] = field(default_factory=list)
+    relay_fingerprints: list[RelayFingerprint] = field(default_factory=list)
+    response_shapes: list[ResponseShape] = field(default_factory=list)
+    sensitive_data: list[SensitiveDataPattern] = field(default_factory=list)
     directory: Path | None = None
 
     # -- lookups used by detectors --------------------------------------------------------
@@ -274,6 +332,9 @@ SIGNATURE_FILES = (
     "tls_cipher_suites.yaml",
     "key_formats.yaml",
     "anycast.yaml",
+    "relay_fingerprints.yaml",
+    "response_shapes.yaml",
+    "sensitive_data.yaml",
 )
 
 
@@ -309,7 +370,7 @@ def validate_signatures(directory: Path | None = None) -> list[str]:
             where = "/".join(str(p) for p in error.path) or "(top)"
             problems.append(f"{name}: {where}: {error.message}")
         for index, entry in enumerate((document or {}).get("entries") or []):
-            for key in ("regex", "path_regex"):
+            for key in ("regex", "path_regex", "value_regex", "message_regex", "model_regex"):
                 if isinstance(entry, dict) and entry.get(key):
                     try:
                         re.compile(entry[key])
@@ -410,6 +471,59 @@ def load_signatures(directory: Path | None = None) -> Signatures:
                 sigs.anycast_networks.append(
                     AnycastNetwork(network=network, operator=e["operator"], source=e["source"])
                 )
+        _load_passive_fingerprints(directory, sigs)
     except KeyError as exc:
         raise SignatureError(f"{directory}: an entry lacks the required field {exc}") from None
     return sigs
+
+
+def _load_passive_fingerprints(directory: Path, sigs: Signatures) -> None:
+    """relay_fingerprints, response_shapes and sensitive_data: optional like anycast.yaml, so
+    an older signatures directory without them still loads (their detectors then find nothing)."""
+    if (directory / "relay_fingerprints.yaml").is_file():
+        for e in _read(directory, "relay_fingerprints.yaml"):
+            sigs.relay_fingerprints.append(
+                RelayFingerprint(
+                    id=e["id"],
+                    software=tuple(e["software"]),
+                    kind=e["kind"],
+                    weight=e["weight"],
+                    source=e["source"],
+                    name=e.get("name"),
+                    name_prefix=e.get("name_prefix"),
+                    value_regex=e.get("value_regex"),
+                    json_path=e.get("json_path"),
+                    equals=tuple(e.get("equals", ())),
+                    regex=e.get("regex"),
+                    message_regex=e.get("message_regex"),
+                    values=tuple(e.get("values", ())),
+                    notes=e.get("notes", ""),
+                )
+            )
+    if (directory / "response_shapes.yaml").is_file():
+        for e in _read(directory, "response_shapes.yaml"):
+            sigs.response_shapes.append(
+                ResponseShape(
+                    id=e["id"],
+                    provider=e["provider"],
+                    apis=tuple(e["apis"]),
+                    model_regex=e["model_regex"],
+                    check=e["check"],
+                    source=e["source"],
+                    regex=e.get("regex"),
+                    headers=tuple(h.lower() for h in e.get("headers", ())),
+                    keys=tuple(e.get("keys", ())),
+                )
+            )
+    if (directory / "sensitive_data.yaml").is_file():
+        for e in _read(directory, "sensitive_data.yaml"):
+            sigs.sensitive_data.append(
+                SensitiveDataPattern(
+                    id=e["id"],
+                    category=e["category"],
+                    regex=e["regex"],
+                    validator=e["validator"],
+                    severity=e["severity"],
+                    source=e["source"],
+                )
+            )
