@@ -51,9 +51,16 @@ def test_command_loads_the_addon_and_passes_the_auditor_options(tmp_path: Path) 
     assert settings["ssl_insecure"] == "true"
 
 
-def test_defaults_set_no_auditor_option() -> None:
+def test_defaults_record_into_the_default_store_only(isolated_findings_store: Path) -> None:
     command = printed_command()
     assert command[command.index("--mode") + 1] == "regular"
+    settings = settings_of(command)
+    assert settings.pop("auditor_store") == str(isolated_findings_store.resolve())
+    assert not any(key.startswith("auditor_") for key in settings)
+
+
+def test_no_store_sets_no_auditor_option() -> None:
+    command = printed_command("--no-store")
     assert not any(key.startswith("auditor_") for key in settings_of(command))
 
 
@@ -114,6 +121,8 @@ def test_store_sinks_and_connection_records_are_passed_on(tmp_path: Path) -> Non
     assert settings["auditor_connections_jsonl"] == str((tmp_path / "c.jsonl").resolve())
 
 
-def test_a_sink_needs_a_store() -> None:
-    result = CliRunner().invoke(proxy_command, ["--sink", "jsonl:/tmp/a.jsonl", "--print-command"])
-    assert result.exit_code == 2 and "give --store too" in result.output
+def test_a_sink_needs_the_store() -> None:
+    result = CliRunner().invoke(
+        proxy_command, ["--sink", "jsonl:/tmp/a.jsonl", "--no-store", "--print-command"]
+    )
+    assert result.exit_code == 2 and "drop --no-store" in result.output

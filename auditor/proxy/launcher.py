@@ -165,14 +165,16 @@ def mitmdump_command(
     "--store",
     "store_path",
     type=click.Path(dir_okay=False),
-    help="Record findings in this findings store (SQLite), for 'auditor findings' and sinks.",
+    help="Findings store (SQLite) to record into, for 'auditor findings' and sinks "
+    "[default: $AUDITOR_STORE, else $XDG_STATE_HOME/ai-egress-auditor/findings.sqlite3].",
 )
+@click.option("--no-store", is_flag=True, help="Do not record findings in the store.")
 @click.option(
     "--sink",
     "sinks",
     multiple=True,
     metavar="URL",
-    help="Deliver findings to a sink (repeatable; needs --store): jsonl:PATH, "
+    help="Deliver findings to a sink (repeatable; from the store): jsonl:PATH, "
     "syslog+udp://HOST:PORT, ...",
 )
 @click.option(
@@ -228,6 +230,7 @@ def proxy_command(
     geoip_db: str | None,
     findings_jsonl: str | None,
     store_path: str | None,
+    no_store: bool,
     sinks: tuple[str, ...],
     connections_jsonl: str | None,
     reveal_evidence: bool,
@@ -241,6 +244,12 @@ def proxy_command(
     print_command: bool,
 ) -> None:
     """Audit AI egress live through mitmproxy (audit only: traffic passes unchanged)."""
+    if sinks and no_store:
+        raise click.UsageError("--sink delivers from the findings store: drop --no-store")
+    if not no_store and not store_path:
+        from auditor.store import default_store_path
+
+        store_path = str(default_store_path())
     command = mitmdump_command(
         mode=mode,
         listen_host=listen_host,
@@ -262,8 +271,6 @@ def proxy_command(
         sinks=sinks,
         connections_jsonl=connections_jsonl,
     )
-    if sinks and not store_path:
-        raise click.UsageError("--sink delivers from the findings store: give --store too")
     if print_command:
         import shlex
 
