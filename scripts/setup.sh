@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs AI Egress Auditor and everything its tests need on a fresh Debian machine (as root,
 # or with sudo): tshark/tcpdump/openssl for captures and weak-TLS servers, iproute2/iptables for
-# the network-namespace tests, rsyslog for the syslog sink tests, then the Python package.
+# the network-namespace tests, rsyslog for the syslog sink tests, chromium (headless) to open
+# the HTML report in a browser, then the Python package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
-DEB_PACKAGES="tshark tcpdump openssl curl iproute2 iptables rsyslog dnsmasq-base dnsutils"
+DEB_PACKAGES="tshark tcpdump openssl curl iproute2 iptables rsyslog dnsmasq-base dnsutils chromium"
 missing=""
 for p in $DEB_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
