@@ -11,6 +11,8 @@ Thin click command: read the stored findings and the per-host inventory (both fi
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -29,8 +31,11 @@ def load_report_input(
 ) -> ReportInput:
     """Findings and host inventory from the store at ``store_path``; StoreError if unreadable."""
     with FindingsStore(store_path) as store:
-        findings = store.findings(since=since)
-        hosts = store.stored_hosts(since=since)
+        try:
+            findings = store.findings(since=since)
+            hosts = store.stored_hosts(since=since)
+        except (ValueError, sqlite3.Error) as exc:  # a damaged row or file
+            raise StoreError(f"{store_path}: cannot read the findings: {exc}") from None
     return ReportInput(
         title=title,
         findings=findings,
@@ -39,6 +44,13 @@ def load_report_input(
         source=str(store_path),
         since=since,
     )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, created owner-only like the store: it names internal hosts."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 @click.command("report")
@@ -76,7 +88,7 @@ def report_command(store_path: Path | None, output: Path, since: str | None, tit
         sys.stdout.write(page)
         return
     try:
-        output.write_text(page, encoding="utf-8")
+        write_private(output, page)
     except OSError as exc:
         raise click.ClickException(f"{output}: cannot write the report: {exc.strerror}") from None
     click.echo(

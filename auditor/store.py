@@ -18,6 +18,7 @@ The database runs in WAL mode so ``auditor findings`` can read while a proxy wri
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from auditor.hosts import HostRow
+
+log = logging.getLogger(__name__)
 
 # Default alert window: one alert per finding key and sink per hour of the finding's activity,
 # so a relay used all day pages the SOC a few times, not once per request.
@@ -576,13 +579,20 @@ class FindingsStore:
             params.append(since)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY host", params).fetchall()
-        return [_row_to_stored_host(row) for row in rows]
+        hosts = [host for host in map(_parse_stored_host, rows) if host is not None]
+        if len(hosts) < len(rows):
+            log.warning(
+                "findings store %s: skipped %d unreadable host inventory rows",
+                self.path, len(rows) - len(hosts),
+            )
+        return hosts
 
     def _stored_host(self, host: str) -> StoredHost | None:
         row = self._db.execute(
             f"SELECT {_HOST_COLUMNS} FROM host_inventory WHERE host = ?", (host,)
         ).fetchone()
-        return _row_to_stored_host(row) if row is not None else None
+        # An unreadable (hand-edited, damaged) row is replaced by this run's row.
+        return _parse_stored_host(row) if row is not None else None
 
     # -- outbox (used by auditor.sinks) --------------------------------------------------
 
@@ -749,6 +759,13 @@ def _row_to_stored_host(row: Sequence[Any]) -> StoredHost:
         first_seen=row[14],
         last_seen=row[15],
     )
+
+
+def _parse_stored_host(row: Sequence[Any]) -> StoredHost | None:
+    try:
+        return _row_to_stored_host(row)
+    except (ValueError, TypeError):
+        return None
 
 
 def _fold_host_row(stored: StoredHost, row: HostRow) -> None:

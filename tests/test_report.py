@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import zlib
 from collections import Counter
@@ -164,6 +165,32 @@ def test_missing_store_is_a_one_line_error(tmp_path: Path) -> None:
     assert str(missing) in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not missing.exists()
+
+
+def test_report_file_is_owner_only(sample_report: Path) -> None:
+    assert sample_report.stat().st_mode & 0o777 == 0o600  # like the store: internal names
+
+
+def test_damaged_rows(tmp_path: Path) -> None:
+    """A damaged inventory row is skipped; a damaged finding row is a one-line error."""
+    store_path = tmp_path / "findings.sqlite3"
+    with FindingsStore(store_path) as store:
+        store.record(_finding("ok.example"))
+        store.record_hosts([_host_row("good.example", ts=1.0), _host_row("bad.example", ts=1.0)])
+    db = sqlite3.connect(store_path)
+    db.execute("UPDATE host_inventory SET countries = '{not json' WHERE host = 'bad.example'")
+    db.commit()
+    with FindingsStore(store_path) as store:
+        assert [h.host for h in store.stored_hosts()] == ["good.example"]
+    result = CliRunner().invoke(cli, ["report", "--store", str(store_path), "-o", "-"])
+    assert result.exit_code == 0 and "good.example" in result.output
+    db.execute("UPDATE findings SET evidence = '{not json'")
+    db.commit()
+    db.close()
+    result = CliRunner().invoke(cli, ["report", "--store", str(store_path), "-o", "-"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: ") and str(store_path) in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_empty_store_gives_a_report(tmp_path: Path) -> None:

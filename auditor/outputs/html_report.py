@@ -223,6 +223,15 @@ def _iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _as_list(value: Any) -> list[str]:
+    """Evidence that should be a list, tolerating a single value or nothing."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple | set):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
 def _stamp(ts: float | None) -> str:
     """Date over time, so time columns stay narrow."""
     text = _iso(ts)
@@ -499,7 +508,7 @@ def weak_tls_html(findings: Sequence[Finding], hosts: Sequence[StoredHost]) -> s
         if finding.kind == _TLS_PROTOCOL_KIND:
             group, what = "Protocol", str(evidence.get("version") or finding.title)
         elif finding.kind == _TLS_CIPHER_KIND:
-            weaknesses = ", ".join(str(w) for w in evidence.get("weaknesses") or [])
+            weaknesses = ", ".join(_as_list(evidence.get("weaknesses")))
             what = str(evidence.get("cipher") or finding.title)
             what += f" ({weaknesses})" if weaknesses else ""
             group = "Cipher suites"
