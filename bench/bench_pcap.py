@@ -10,8 +10,9 @@ and its wall time are its own:
   tshark engine reads (the same facts), output to /dev/null;
 - ``auditor --engine tshark`` (``--with-tshark-engine``): the same CLI on Wireshark's dissection.
 
-Then it prints packets/s, MB/s (capture file bytes), peak RSS, the time ratio to tshark, and
-how peak RSS changed when the capture doubled (flat memory: about 1.0x).
+Then it prints wall and CPU seconds (user + system of the child and its children: steadier
+than wall time on a shared machine), packets/s, MB/s (capture file bytes), peak RSS, the time
+and CPU ratios to tshark, and how peak RSS changed when the capture doubled (flat: about 1.0x).
 
     python bench/bench_pcap.py                      # 1,000,000 and 2,000,000 packets
     python bench/bench_pcap.py --packets 200000     # quicker
@@ -118,19 +119,21 @@ def commands(capture: Path, tshark: str, with_tshark_engine: bool) -> dict[str, 
 
 
 def print_table(runs: list[Run]) -> None:
-    tshark_seconds = {r.capture: r.seconds for r in runs if r.tool == "tshark"}
+    tshark_runs = {r.capture: r for r in runs if r.tool == "tshark"}
     header = (
-        f"{'capture':<32} {'tool':<24} {'packets':>9} {'seconds':>8} {'packets/s':>10} "
-        f"{'MB/s':>7} {'peak RSS MB':>11} {'time vs tshark':>14}"
+        f"{'capture':<32} {'tool':<24} {'packets':>9} {'seconds':>8} {'CPU s':>7} "
+        f"{'packets/s':>10} {'MB/s':>7} {'peak RSS MB':>11} {'time/tshark':>11} {'CPU/tshark':>10}"
     )
     print(header)
     print("-" * len(header))
     for run in runs:
-        ratio = run.seconds / tshark_seconds[run.capture] if run.capture in tshark_seconds else 0
+        base = tshark_runs.get(run.capture)
+        time_ratio = run.seconds / base.seconds if base and base.seconds else 0.0
+        cpu_ratio = run.cpu_seconds / base.cpu_seconds if base and base.cpu_seconds else 0.0
         print(
             f"{run.capture:<32} {run.tool:<24} {run.packets:>9} {run.seconds:>8.1f} "
-            f"{run.packets_per_second:>10.0f} {run.mb_per_second:>7.1f} {run.peak_rss_mb:>11.0f} "
-            f"{ratio:>13.2f}x"
+            f"{run.cpu_seconds:>7.1f} {run.packets_per_second:>10.0f} {run.mb_per_second:>7.1f} "
+            f"{run.peak_rss_mb:>11.0f} {time_ratio:>10.2f}x {cpu_ratio:>9.2f}x"
         )
 
 
