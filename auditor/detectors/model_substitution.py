@@ -14,8 +14,18 @@ resolves an alias to a dated snapshot (``gpt-4o`` -> ``gpt-4o-2024-08-06``, ``cl
 - ``model-substitution.other-model`` (high off an official endpoint, medium on one): same family,
   another model (``gpt-4o`` answered by ``gpt-3.5-turbo``), the classic silent downgrade.
 
-Only what the reply itself says is used; a relay that rewrites the reply's model field hides the
-swap from this detector (the response-fingerprint signals are for another detector).
+- ``model-substitution.shape-mismatch``: the reply claims a provider's model (the served model,
+  else the requested one, matches an entry of ``signatures/response_shapes.yaml`` for the
+  call's API) but is not shaped like that provider's replies (04_official_response_fingerprints.md,
+  signals 2 and 3): its id breaks the provider's grammar (``chatcmpl-<29 base62>``, ``msg_…``),
+  a header the official API always sends is missing (``x-request-id``, ``request-id``,
+  ``anthropic-organization-id``), or its usage has other fields. High on the provider's own
+  official endpoint (something between the client and the provider answered); low elsewhere,
+  where it only says the reply did not come straight from that provider, as expected of a relay
+  (the finding still records what the reply claimed). Only successful (2xx) replies are judged.
+
+A relay that rewrites the reply's model field hides a swap from the first two kinds; the shape
+check and the relay-fingerprint detector see what such a rewrite leaves behind.
 """
 
 from __future__ import annotations
@@ -27,12 +37,13 @@ from typing import ClassVar
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import identify
 from auditor.model import Finding, LLMCall, Observation, Severity, finding_for
-from auditor.signatures import normalise_host
+from auditor.signatures import ResponseShape, normalise_host
 
 # The suffixes providers add when they resolve an alias to a snapshot: a date (2024-08-06,
 # 20251001), a four-digit MMDD (OpenAI's gpt-3.5-turbo-0125) or a three-digit revision
-# (Gemini's -001/-002). Aliases ending in "-latest" stand for such a snapshot.
-SNAPSHOT_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|\d{3})$")
+# (Gemini's -001/-002); Vertex AI writes Claude snapshots with "@" (claude-sonnet-4-5@20250929).
+# Aliases ending in "-latest" stand for such a snapshot.
+SNAPSHOT_SUFFIX = re.compile(r"[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|\d{3})$")
 ALIAS_SUFFIX = re.compile(r"-latest$")
 # A model's family is its leading name ("gpt", "claude", "gemini", "glm", "deepseek", ...),
 # after any "vendor/" prefix an aggregator adds ("openai/gpt-4o").
@@ -71,12 +82,16 @@ class ModelSubstitutionDetector(Detector):
 
     def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
         assert isinstance(obs, LLMCall)
-        requested, served = obs.model_requested, obs.model_served
-        if not requested or not served or same_model(requested, served):
-            return
         host = normalise_host(obs.request.host or obs.host)
         endpoint = identify(ctx.signatures, host).provider
         official = endpoint is not None and obs.family in endpoint.api_shapes
+        yield from self._model_swap(obs, host, official)
+        yield from self._shape_mismatch(obs, ctx, host, endpoint.provider if endpoint else None)
+
+    def _model_swap(self, obs: LLMCall, host: str, official: bool) -> Iterable[Finding]:
+        requested, served = obs.model_requested, obs.model_served
+        if not requested or not served or same_model(requested, served):
+            return
         other_family = model_family(requested) != model_family(served)
         if other_family:
             kind, severity = "model-substitution.other-family", Severity.HIGH
@@ -103,3 +118,64 @@ class ModelSubstitutionDetector(Detector):
             },
             evidence_key=f"{normalise_model(requested)}->{normalise_model(served)}",
         )
+
+    def _shape_mismatch(
+        self, obs: LLMCall, ctx: DetectionContext, host: str, host_provider: str | None
+    ) -> Iterable[Finding]:
+        response = obs.request.response
+        claimed_model = obs.model_served or obs.model_requested
+        if response is None or not 200 <= response.status < 300 or not claimed_model:
+            return
+        broken: list[dict[str, object]] = []
+        provider = None
+        for shape in ctx.signatures.response_shapes:
+            if obs.api not in shape.apis or not re.search(shape.model_regex, claimed_model):
+                continue
+            provider = shape.provider
+            problem = shape_problem(shape, obs)
+            if problem:
+                broken.append({"check": shape.id, "problem": problem, "source": shape.source})
+        if not broken or provider is None:
+            return
+        on_official = host_provider == provider
+        yield finding_for(
+            obs,
+            detector=self.name,
+            kind="model-substitution.shape-mismatch",
+            severity=Severity.HIGH if on_official else Severity.LOW,
+            title=(
+                f"Reply claiming {claimed_model} is not shaped like {provider}'s"
+                + (" on its own endpoint" if on_official else "")
+            ),
+            evidence={
+                "claimed_model": claimed_model,
+                "claimed_provider": provider,
+                "api": obs.api,
+                "host": host,
+                "official_endpoint_of_claimed_provider": on_official,
+                "response_id": obs.response_id,
+                "mismatches": broken,
+            },
+            evidence_key=f"{provider}:{normalise_model(claimed_model)}",
+        )
+
+
+def shape_problem(shape: ResponseShape, call: LLMCall) -> str | None:
+    """What in ``call``'s reply breaks ``shape``, or None when it fits (or cannot be told)."""
+    response = call.request.response
+    if response is None:
+        return None
+    if shape.check == "response_id":
+        if call.response_id is None or shape.regex is None:
+            return None  # no id to judge (e.g. a reply cut before it)
+        if re.search(shape.regex, call.response_id) is None:
+            return f"id {call.response_id[:40]!r} does not match {shape.regex}"
+    elif shape.check == "response_headers":
+        missing = [h for h in shape.headers if response.header(h) is None]
+        if missing:
+            return "missing headers: " + ", ".join(missing)
+    elif shape.check == "usage_keys" and call.usage:
+        missing = [k for k in shape.keys if k not in call.usage]
+        if missing:
+            return "usage lacks: " + ", ".join(missing)
+    return None

@@ -23,6 +23,13 @@ What it notices, per handshake (kinds and default severities):
   ``weak-tls.weak-signature`` (SHA-1 medium, MD5 high; not on self-signed roots, whose
   signature nobody verifies).
 
+- ``weak-tls.handshake-failed``: the handshake did not complete and the source says why
+  (``TLSHandshake.failure``; the proxy's upstream leg refused, e.g. a server that speaks only
+  TLS 1.0 while mitmproxy asks for 1.2). High when the reason names a protocol version or no
+  shared cipher (the server's TLS is what failed: the ``HANDSHAKE_FAILURE_WEAKNESS`` patterns),
+  medium otherwise (a certificate or network problem is still a failure worth knowing).
+  Evidence: the failure text, and the alert if one was seen.
+
 A failed handshake (``failure`` / ``alert``) is added to the evidence of every finding from it.
 Version and suite names are IANA names from the signature tables; thresholds come from the
 policy. No suite names live in this module.
@@ -31,6 +38,7 @@ policy. No suite names live in this module.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -58,6 +66,16 @@ MODULUS_KEY_TYPES = frozenset({"RSA", "DSA"})
 # Cipher-suite code points that signal, not negotiate: TLS_EMPTY_RENEGOTIATION_INFO_SCSV
 # (RFC 5746) and TLS_FALLBACK_SCSV (RFC 7507). They say nothing about a client's strength.
 SIGNALLING_SUITES = frozenset({0x00FF, 0x5600})
+# What a failure text says when the server's protocol version or suites are the reason: the
+# wording of OpenSSL's reasons ("unsupported protocol", "wrong version number", "no protocols
+# available", "tlsv1 alert protocol version", "no shared cipher", "no cipher match", "sslv3
+# alert handshake failure" for a server refusing every offered suite) as mitmproxy passes them on.
+HANDSHAKE_FAILURE_WEAKNESS = re.compile(
+    r"protocol[ _]version|unsupported[ _]protocol|wrong[ _]version|no[ _]protocols[ _]available"
+    r"|version[ _]too[ _]low|no[ _]shared[ _]cipher|no[ _]cipher|cipher[ _]mismatch"
+    r"|handshake[ _]failure",
+    re.IGNORECASE,
+)
 
 
 # What each check yields: (kind, severity, title, evidence, evidence_key).
@@ -131,6 +149,8 @@ class WeakTLSDetector(Detector):
 
     def _problems(self, obs: TLSHandshake, ctx: DetectionContext) -> Iterator[Problem]:
         sigs = ctx.signatures
+        if obs.failure:
+            yield self._failed(obs.failure, obs.alert)
         if obs.server is not None:
             yield from self._negotiated(obs.server, obs.client, ctx)
         elif obs.client is not None:
@@ -181,6 +201,26 @@ class WeakTLSDetector(Detector):
                 },
                 suite.name,
             )
+
+    def _failed(self, failure: str, alert: str | None) -> Problem:
+        weakness = HANDSHAKE_FAILURE_WEAKNESS.search(failure) or (
+            HANDSHAKE_FAILURE_WEAKNESS.search(alert) if alert else None
+        )
+        return (
+            "weak-tls.handshake-failed",
+            Severity.HIGH if weakness else Severity.MEDIUM,
+            "TLS handshake failed: " + (
+                "the server's protocol version or cipher suites" if weakness else failure[:80]
+            ),
+            {
+                "failure": failure,
+                "reason": (
+                    "protocol version / cipher suites (" + weakness.group(0) + ")" if weakness
+                    else "other (certificate, network or unknown)"
+                ),
+            },
+            "weak" if weakness else "other",
+        )
 
     def _offered_version(self, client: ClientHello, ctx: DetectionContext) -> Iterator[Problem]:
         sigs, policy = ctx.signatures, ctx.policy

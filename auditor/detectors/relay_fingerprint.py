@@ -1,0 +1,212 @@
+"""relay-fingerprint: replies (and requests) that give away the relay software behind a host.
+
+    HTTPRequest (+ its HTTPResponse) -> signatures/relay_fingerprints.yaml -> findings
+
+A relay (中转站) is usually a one-api / new-api / sub2api / claude-relay-service / LiteLLM
+deployment under some domain nobody listed; its software leaves marks in what it answers:
+``X-Oneapi-Request-Id`` and ``X-New-Api-Version`` headers, ``one_api_error`` /
+``new_api_error`` error JSON, LiteLLM's ``x-litellm-*`` headers (which also name the model and
+upstream that really served), reply ids re-wrapped as ``chatcmpl-msg_…``, keys it issued
+(``cr_…``) in the client's request. The marks are data (``relay_fingerprints.yaml``, each with
+its source and the weight the knowledge gives it); only passive kinds are there, since this
+tool never sends a request of its own.
+
+- ``relay-fingerprint.software``: one finding per host and relay software. Severity from the
+  strongest mark seen in the exchange: ``strong`` high (the software says its name), ``medium``
+  medium, ``weak`` low (shapes other software may share, e.g. a 48-character ``sk-`` key).
+  Marks of ``generic`` software (relay error bodies leaking upstream hosts or stack traces,
+  relay page texts) count as "unknown relay software" unless a named software matched the same
+  exchange; they are not judged on a provider's official endpoint, whose own replies may name
+  its own host.
+
+HTML marks (``html``, ``body_substring``) are only looked for in HTML replies, and error marks
+only in error replies (status >= 400, or a JSON body with a top-level ``error``), so that a
+model's answer that happens to say "one api" is not a relay. Evidence: the marks that matched
+(id, kind, weight, source), and what LiteLLM headers reveal of the real model and upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+from auditor.detectors.base import DetectionContext, Detector
+from auditor.detectors.destination_names import identify
+from auditor.llm import credential_value, find_credential, split_target
+from auditor.llm.wire import decode_text, looks_like_sse, sse_events
+from auditor.model import Finding, HTTPRequest, HTTPResponse, Observation, Severity, finding_for
+from auditor.signatures import RelayFingerprint, normalise_host
+
+WEIGHT_SEVERITY = {"strong": Severity.HIGH, "medium": Severity.MEDIUM, "weak": Severity.LOW}
+GENERIC_SOFTWARE = "generic"
+# Characters of a reply body searched: relay marks sit in headers, short error bodies and the
+# first bytes of a page or a stream; a long answer is not read to its end.
+BODY_SCAN_CHARS = 16_384
+# LiteLLM headers that say which model and upstream really answered (03_relay_software_
+# fingerprints.md, section 6): copied into the evidence when present.
+REVEALING_HEADERS = ("x-litellm-model-name", "x-litellm-model-api-base", "x-litellm-model-id",
+                     "x-litellm-version", "x-litellm-attempted-fallbacks")
+
+
+def json_at(document: Any, dotted_path: str) -> Any:
+    """The value at ``a.b.c`` in nested mappings, or None."""
+    for part in dotted_path.split("."):
+        if not isinstance(document, dict):
+            return None
+        document = document.get(part)
+    return document
+
+
+class ExchangeView:
+    """What the fingerprints are matched against, computed once per request."""
+
+    def __init__(self, request: HTTPRequest) -> None:
+        self.request = request
+        self.response: HTTPResponse | None = request.response
+        response = self.response
+        self.text = decode_text(response.body[:BODY_SCAN_CHARS]) if response else ""
+        content_type = (response.header("content-type") or "").lower() if response else ""
+        self.is_html = "text/html" in content_type or self.text.lstrip()[:15].lower() in (
+            "<!doctype html>",
+        )
+        self.json: Any = None
+        if response is not None and not self.is_html:
+            if looks_like_sse(content_type, self.text):
+                for _event, data in sse_events(self.text):
+                    if isinstance(data, dict):
+                        self.json = data  # the first event carries the reply's id
+                        break
+            else:
+                try:
+                    self.json = json.loads(self.text)
+                except ValueError:
+                    self.json = None
+        status = response.status if response else 0
+        self.is_error = status >= 400 or (isinstance(self.json, dict) and "error" in self.json)
+
+    def error_message(self) -> str | None:
+        for path in ("error.message", "message"):
+            value = json_at(self.json, path)
+            if isinstance(value, str):
+                return value
+        return None
+
+    def response_id(self) -> str | None:
+        value = json_at(self.json, "id")
+        if value is None:  # Anthropic's message_start wraps the message
+            value = json_at(self.json, "message.id")
+        return value if isinstance(value, str) else None
+
+
+def fingerprint_matches(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    """Does the exchange show this mark?"""
+    request, response = view.request, view.response
+    kind = fp.kind
+    if kind == "request_header":
+        return fp.name is not None and request.header(fp.name) is not None
+    if kind == "issued_key_regex":
+        found = find_credential(request, split_target(request.path)[1])
+        return bool(found and fp.regex and re.search(fp.regex, credential_value(found[1])))
+    if response is None:
+        return False
+    if kind in ("response_header_present", "upstream_header_leak", "response_header_regex"):
+        value = response.header(fp.name) if fp.name else None
+        if value is None:
+            return False
+        return fp.value_regex is None or re.search(fp.value_regex, value.strip()) is not None
+    if kind == "response_header_prefix":
+        prefix = (fp.name_prefix or "").lower()
+        return any(name.lower().startswith(prefix) for name, _ in response.headers)
+    if kind == "response_id_regex":
+        reply_id = view.response_id()
+        return bool(reply_id and fp.regex and re.search(fp.regex, reply_id))
+    if kind in ("html", "body_substring"):
+        if not view.is_html:
+            return False
+        if kind == "html":
+            return bool(fp.regex and re.search(fp.regex, view.text))
+        lowered = view.text.lower()
+        return any(value.lower() in lowered for value in fp.values)
+    if not view.is_error:
+        return False
+    if kind == "error_json":
+        value = json_at(view.json, fp.json_path or "")
+        if not isinstance(value, str) or value not in fp.equals:
+            return False
+        message = view.error_message() or ""
+        return fp.message_regex is None or re.search(fp.message_regex, message) is not None
+    if kind == "error_message_regex":
+        message = view.error_message()
+        return bool(message and fp.regex and re.search(fp.regex, message))
+    if kind == "error_leak_markers":
+        return any(value in view.text for value in fp.values)
+    return False  # a kind this version does not know: never a match
+
+
+class RelayFingerprintDetector(Detector):
+    name: ClassVar[str] = "relay-fingerprint"
+    description: ClassVar[str] = (
+        "Replies and requests that give away relay software (one-api, new-api, LiteLLM, ...)"
+    )
+    observes: ClassVar[tuple[type[Observation], ...]] = (HTTPRequest,)
+
+    def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
+        assert isinstance(obs, HTTPRequest)
+        fingerprints = ctx.signatures.relay_fingerprints
+        if not fingerprints:
+            return
+        host = normalise_host(obs.host or obs.server_name or obs.flow.dst_ip)
+        official = identify(ctx.signatures, host).provider is not None
+        view = ExchangeView(obs)
+        by_software: dict[str, list[RelayFingerprint]] = {}
+        for fp in fingerprints:
+            if official and GENERIC_SOFTWARE in fp.software:
+                continue
+            if fingerprint_matches(fp, view):
+                for software in fp.software:
+                    by_software.setdefault(software, []).append(fp)
+        if len(by_software) > 1:
+            # A named software explains the generic marks too ("new api" in a New API page).
+            by_software.pop(GENERIC_SOFTWARE, None)
+        yield from self._findings(obs, host, by_software, view)
+
+    def _findings(
+        self,
+        obs: HTTPRequest,
+        host: str,
+        by_software: dict[str, list[RelayFingerprint]],
+        view: ExchangeView,
+    ) -> Iterator[Finding]:
+        revealed = {
+            name: value
+            for name in REVEALING_HEADERS
+            if view.response is not None and (value := view.response.header(name)) is not None
+        }
+        for software, marks in by_software.items():
+            severity = max(WEIGHT_SEVERITY[m.weight] for m in marks)
+            label = "unknown relay software" if software == GENERIC_SOFTWARE else software
+            evidence: dict[str, Any] = {
+                "software": label,
+                "marks": [
+                    {"id": m.id, "kind": m.kind, "weight": m.weight, "source": m.source}
+                    for m in marks
+                ],
+                "host": host,
+                "path": split_target(obs.path)[0],
+                "status": view.response.status if view.response else None,
+            }
+            if revealed:
+                evidence["revealed"] = revealed
+            finding = finding_for(
+                obs,
+                detector=self.name,
+                kind="relay-fingerprint.software",
+                severity=severity,
+                title=f"{host} answers like {label} (relay software)",
+                evidence=evidence,
+                evidence_key=label,
+            )
+            finding.host = host
+            yield finding
