@@ -243,7 +243,12 @@ def _analyse_with_progress(files, ctx, engine, writer, recorder, err):  # type: 
             bar.update(tasks[path], completed=done)
 
         return analyse_captures(
-            files, ctx, engine=engine, on_connection=writer, progress=on_progress
+            files,
+            ctx,
+            engine=engine,
+            on_connection=writer,
+            on_finding=recorder,
+            progress=on_progress,
         )
 
 

@@ -206,6 +206,13 @@ def test_findings_are_recorded_in_the_store_and_delivered_to_sinks(tmp_path: Pat
     assert len(sink.read_text().splitlines()) == len(alerts)
 
 
+def test_progress_bar_run_records_findings_too(tmp_path: Path) -> None:
+    store = tmp_path / "store.sqlite3"
+    assert run("pcap", str(SAMPLE), "--progress", "--store", str(store))[0] == 0
+    code, out, _ = run("findings", "--store", str(store), "--format", "json")
+    assert code == 0 and any(f["kind"] == "plaintext-llm.prompt" for f in json.loads(out))
+
+
 def test_no_store_writes_nothing(tmp_path: Path, isolated_findings_store: Path) -> None:
     assert run("pcap", str(SAMPLE), "--format", "jsonl", "--no-store")[0] == 0
     assert not isolated_findings_store.exists()
