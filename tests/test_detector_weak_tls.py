@@ -158,3 +158,45 @@ def test_shipped_tables_name_rc4_and_rate_tls10() -> None:
     assert findings["weak-tls.cipher"].evidence["cipher"] == "TLS_RSA_WITH_RC4_128_SHA"
     assert findings["weak-tls.cipher"].severity == Severity.HIGH
     assert findings["weak-tls.protocol"].evidence["version"] == "TLS 1.0"
+
+
+# --- a handshake that failed (the proxy's upstream leg) --------------------------------------
+
+
+def failed_handshake(failure: str | None, alert: str | None = None) -> TLSHandshake:
+    hello = ClientHello(0x0301, 0x0303, [0x1301, 0xC02F], [0, 43], supported_versions=[0x0304],
+                        server_name="tls10.example-ai.com")
+    return TLSHandshake(flow=flow(), ts=NOW, server_name="tls10.example-ai.com", client=hello,
+                        failure=failure, alert=alert)
+
+
+def findings_of(handshake: TLSHandshake) -> list:
+    return list(WeakTLSDetector().inspect(handshake, make_context()))
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "[SSL: UNSUPPORTED_PROTOCOL] unsupported protocol (_ssl.c:1000)",
+        "[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version",
+        "[SSL: NO_SHARED_CIPHER] no shared cipher",
+    ],
+)
+def test_failure_naming_version_or_cipher_is_high(failure: str) -> None:
+    [finding] = [f for f in findings_of(failed_handshake(failure))
+                 if f.kind == "weak-tls.handshake-failed"]
+    assert finding.severity == Severity.HIGH
+    assert finding.evidence["failure"] == failure
+
+
+def test_other_failure_is_medium() -> None:
+    failure = "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get issuer"
+    [finding] = [f for f in findings_of(failed_handshake(failure))
+                 if f.kind == "weak-tls.handshake-failed"]
+    assert finding.severity == Severity.MEDIUM
+    assert finding.evidence["failure"] == failure
+
+
+def test_completed_handshake_is_not_a_failure() -> None:
+    assert not [f for f in findings_of(failed_handshake(None))
+                if f.kind == "weak-tls.handshake-failed"]

@@ -8,9 +8,13 @@ from auditor.detectors.base import Detector
 def detector_classes() -> list[type[Detector]]:
     # Imported here so that a broken optional detector cannot break importing the package.
     from auditor.detectors.ai_service import AIServiceDetector
+    from auditor.detectors.credential_exposure import CredentialExposureDetector
     from auditor.detectors.cross_border import CrossBorderDetector
+    from auditor.detectors.model_substitution import ModelSubstitutionDetector
     from auditor.detectors.plaintext_llm import PlaintextLLMDetector
+    from auditor.detectors.prompt_sensitive_data import PromptSensitiveDataDetector
     from auditor.detectors.relay_domain import RelayDomainDetector
+    from auditor.detectors.relay_fingerprint import RelayFingerprintDetector
     from auditor.detectors.unofficial_llm_endpoint import UnofficialLLMEndpointDetector
     from auditor.detectors.weak_tls import WeakTLSDetector
 
@@ -21,6 +25,10 @@ def detector_classes() -> list[type[Detector]]:
         PlaintextLLMDetector,
         UnofficialLLMEndpointDetector,
         CrossBorderDetector,
+        ModelSubstitutionDetector,
+        RelayFingerprintDetector,
+        CredentialExposureDetector,
+        PromptSensitiveDataDetector,
     ]
 
 
