@@ -408,3 +408,24 @@ def test_engines_agree_on_recorded_loopback_traffic(tmp_path: Path) -> None:
 
     assert assert_fast_is_subset(capture, allow_tshark_extra=False) >= 12
     assert_counts_agree(capture)
+
+
+@pytest.mark.parametrize("capture", sample_captures(), ids=lambda p: p.name)
+def test_engines_give_the_same_findings_on_samples(capture: Path) -> None:
+    from auditor.analysis import analyse_captures
+    from auditor.detectors.base import DetectionContext
+    from auditor.enrich.geo import open_geo
+    from auditor.policy import load_policy
+    from auditor.signatures import load_signatures
+
+    signatures = load_signatures()
+    findings = {}
+    for engine in ("fast", "tshark"):
+        ctx = DetectionContext(signatures, load_policy(None), open_geo(None, signatures))
+        result = analyse_captures([capture], ctx, engine=engine)
+        assert result.unreadable == []
+        findings[engine] = sorted(
+            (f.kind, f.host, f.severity.label, f.count) for f in result.analysis.findings
+        )
+    assert findings["fast"]  # the samples are made to trigger detectors
+    assert findings["fast"] == findings["tshark"]
