@@ -108,6 +108,15 @@ GATEWAY = StagedHost(
     "llm-gateway.example",
     "203.0.113.80",
     8080,
+    "http-llm-one-api-relay",
+    "RFC 5737 documentation address (TEST-NET-3) for a made-up host",
+)
+# A second cleartext LLM endpoint: the same OpenAI key goes here too (key reuse), with a
+# prompt that carries fake personal data and a fake cloud key.
+MIRROR = StagedHost(
+    "llm-mirror.example",
+    "203.0.113.81",
+    8080,
     "http-llm",
     "RFC 5737 documentation address (TEST-NET-3) for a made-up host",
 )
@@ -191,6 +200,7 @@ STAGED_HOSTS: tuple[StagedHost, ...] = (
     AGGREGATOR,
     SUSPECTED_RELAY,
     GATEWAY,
+    MIRROR,
     TLS10_HOST,
     EXPIRED_HOST,
     NOT_YET_VALID_HOST,
@@ -226,6 +236,8 @@ class FakeKeys:
     anthropic: str
     deepseek: str
     relay: str
+    aws: str  # an AWS access key id, pasted into a prompt
+
 
     @classmethod
     def generate(cls) -> FakeKeys:
@@ -236,7 +248,21 @@ class FakeKeys:
             anthropic="sk-ant-api03-" + fake_token(93) + "AA",
             deepseek="sk-" + fake_token(32, alphabet_lower=True),
             relay="sk-" + fake_token(48),
+            # gitleaks aws-access-token: AKIA + 16 of [A-Z2-7]
+            aws="AKIAFAKE" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+                                     for _ in range(12)),
         )
+
+
+def sensitive_prompt(keys: FakeKeys) -> str:
+    """A prompt with fake personal data and a fake cloud key in it, made on every run: the
+    Visa test card number (Luhn-valid, issued to nobody), an address at example.com (RFC 2606)
+    and the fake AWS key."""
+    customer = f"jane.{secrets.token_hex(3)}@example.com"
+    return (
+        f"Customer {customer} says card 4111 1111 1111 1111 was charged twice. "
+        f"Our billing job runs with AWS key {keys.aws}; draft a reply and a fix."
+    )
 
 
 PROMPTS = {
@@ -256,9 +282,28 @@ PROMPTS = {
 # --- servers (run inside the server namespace) -------------------------------------------------
 
 
-def openai_completion(request: dict[str, Any]) -> dict[str, Any]:
+# The one-api / new-api relay's per-channel model_mapping (one-api relay/controller/text.go:
+# OriginModelName -> ActualModelName): the gateway answers a request for gpt-4o with gpt-4o-mini.
+RELAY_MODEL_MAPPING = {"gpt-4o": "gpt-4o-mini"}
+
+
+def one_api_request_id() -> str:
+    """one-api's X-Oneapi-Request-Id: YYYYMMDDhhmmss, UnixNano % 1e9, 8 random digits
+    (songquanpeng/one-api common/helper/helper.go:108-110)."""
+    now = time.time()
+    return (
+        time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+        + str(int(now * 1e9) % 1_000_000_000)
+        + "".join(secrets.choice("0123456789") for _ in range(8))
+    )
+
+
+def openai_completion(
+    request: dict[str, Any], model_mapping: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A chat.completion object as OpenAI's API returns it (shape from its API reference)."""
     model = str(request.get("model") or "gpt-4o-mini")
+    model = (model_mapping or {}).get(model, model)
     return {
         "id": "chatcmpl-" + secrets.token_hex(12),
         "object": "chat.completion",
@@ -298,12 +343,20 @@ class LLMApiHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the capture is the log
         pass
 
+    @property
+    def is_one_api_relay(self) -> bool:
+        """llm-gateway.example answers like a one-api / new-api relay (headers, model swap)."""
+        return self.server.server_address[0] == GATEWAY.address
+
     def _reply(self, status: int, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-request-id", "req_" + secrets.token_hex(8))
+        if self.is_one_api_relay:
+            # one-api middleware/request-id.go: on every response
+            self.send_header("X-Oneapi-Request-Id", one_api_request_id())
         self.end_headers()
         self.wfile.write(body)
 
@@ -320,7 +373,8 @@ class LLMApiHandler(http.server.BaseHTTPRequestHandler):
             self._reply(400, {"error": {"message": "invalid JSON body"}})
             return
         if self.path.rstrip("/").endswith("/chat/completions"):
-            self._reply(200, openai_completion(request))
+            mapping = RELAY_MODEL_MAPPING if self.is_one_api_relay else None
+            self._reply(200, openai_completion(request, mapping))
         elif self.path.rstrip("/").endswith("/messages"):
             self._reply(200, anthropic_message(request))
         else:
@@ -475,6 +529,7 @@ def serve(workdir: Path) -> None:
     )
     start_http_server(NOT_YET_VALID_HOST.address, NOT_YET_VALID_HOST.port, not_yet_valid)
     start_http_server(GATEWAY.address, GATEWAY.port, None)
+    start_http_server(MIRROR.address, MIRROR.port, None)
     tlslite_servers = (
         (RC4_HOST, legacy_tlslite_settings("rc4"), False),
         (TRIPLE_DES_HOST, legacy_tlslite_settings("3des"), False),
@@ -851,6 +906,12 @@ def client_steps(net: StagedNetwork, ca: Path, keys: FakeKeys, workdir: Path) ->
             "messages": [{"role": "user", "content": PROMPTS["gateway-anthropic-curl"]}],
         }
     )
+    mirror_body = json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": sensitive_prompt(keys)}],
+        }
+    )
     anthropic_body = json.dumps(
         {
             "model": "claude-sonnet-4-5",
@@ -942,10 +1003,10 @@ def client_steps(net: StagedNetwork, ca: Path, keys: FakeKeys, workdir: Path) ->
             "suspected-relay",
         ),
         openai_sdk(
-            "http://llm-gateway.example:8080 (cleartext)",
+            "http://llm-gateway.example:8080 (cleartext; the relay swaps gpt-4o for gpt-4o-mini)",
             f"{gateway}/v1",
             keys.openai,
-            "gpt-4o-mini",
+            "gpt-4o",
             "gateway-openai",
         ),
         ClientStep(
@@ -983,6 +1044,16 @@ def client_steps(net: StagedNetwork, ca: Path, keys: FakeKeys, workdir: Path) ->
             "Content-Encoding: gzip",
             "--data-binary",
             f"@{gzip_body}",
+        ),
+        curl(
+            "http://llm-mirror.example:8080, the same OpenAI key, a prompt with personal data",
+            f"http://{MIRROR.name}:{MIRROR.port}/v1/chat/completions",
+            "-H",
+            f"Authorization: Bearer {keys.openai}",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            mirror_body,
         ),
         s_client(
             TLS10_HOST, "-servername", TLS10_HOST.name, "-tls1", "-cipher", OPENSSL_LEGACY_CIPHERS
