@@ -44,6 +44,12 @@ def default_signatures_dir() -> Path:
     raise FileNotFoundError("signatures/ directory not found next to the auditor package")
 
 
+@functools.cache
+def compiled(regex: str) -> re.Pattern[str]:
+    """The compiled pattern of a signature regex (one dict lookup per use, not re's cache)."""
+    return re.compile(regex)
+
+
 class SignatureError(ValueError):
     """A signature file is missing, unreadable or does not match its schema."""
 
@@ -120,9 +126,8 @@ class ApiShape:
 
     @property
     def path_pattern(self) -> re.Pattern[str]:
-        # A plain property: cached_property needs a __dict__, which slots=True removes;
-        # re.compile keeps its own cache of compiled patterns.
-        return re.compile(self.path_regex)
+        # A plain property: cached_property needs a __dict__, which slots=True removes.
+        return compiled(self.path_regex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +159,7 @@ class KeyFormat:
 
     @property
     def pattern(self) -> re.Pattern[str]:
-        return re.compile(self.regex)  # see ApiShape.path_pattern
+        return compiled(self.regex)  # see ApiShape.path_pattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +211,7 @@ class SensitiveDataPattern:
 
     @property
     def pattern(self) -> re.Pattern[str]:
-        return re.compile(self.regex)  # see ApiShape.path_pattern
+        return compiled(self.regex)  # see ApiShape.path_pattern
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,8 +60,20 @@ class SeenName:
     address: str | None  # the destination address the name stands for, when known
 
 
+# The last observation's answer: several detectors ask about the same observation in a row.
+_last_seen: list[tuple[Observation, list[SeenName]]] = []
+
+
 def names_seen(obs: Observation) -> list[SeenName]:
     """Every distinct destination name in ``obs``, first the most direct evidence."""
+    if _last_seen and _last_seen[0][0] is obs:
+        return list(_last_seen[0][1])
+    found = _names_seen(obs)
+    _last_seen[:] = [(obs, found)]
+    return list(found)
+
+
+def _names_seen(obs: Observation) -> list[SeenName]:
     found: list[SeenName] = []
     dst = obs.flow.dst_ip
 
