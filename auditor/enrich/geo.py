@@ -103,8 +103,14 @@ class _CachingGeoLookup(GeoLookup):
         self.anycast = AnycastRanges(anycast_networks)
         self.errors = 0  # records the database could not decode (skipped, counted)
         self._cached_lookup = functools.lru_cache(maxsize=LOOKUP_CACHE_SIZE)(self._lookup_global)
+        # Keyed by the address text as observations carry it: parsing it costs more than the
+        # database lookup, and the same few hundred addresses come back all the time.
+        self.lookup = functools.lru_cache(maxsize=LOOKUP_CACHE_SIZE)(self._lookup_text)  # type: ignore[method-assign]
 
     def lookup(self, ip: str) -> GeoInfo:
+        return self._lookup_text(ip)
+
+    def _lookup_text(self, ip: str) -> GeoInfo:
         try:
             addr = ipaddress.ip_address(ip.strip().strip("[]"))
         except ValueError:
