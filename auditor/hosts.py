@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from auditor.model import Connection, Finding, Severity
 
@@ -125,39 +125,42 @@ class HostTable:
         row.findings[finding.key] = finding
         row.seen(finding.first_seen, finding.last_seen)
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per host, most severe first, with sets flattened to sorted strings."""
-        import pandas as pd
-
-        records = []
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per host (the columns of ``HOST_COLUMNS``), most severe first, with sets
+        flattened to sorted strings."""
+        ranked = []
         for row in self.rows.values():
             sev = row.max_severity
-            records.append(
-                {
-                    "host": row.host,
-                    "max_severity": sev.label if sev is not None else "",
-                    "_rank": int(sev) if sev is not None else -1,
-                    "findings": len(row.findings),  # distinct findings, not sightings
-                    "kinds": ", ".join(sorted({f.kind for f in row.findings.values()})),
-                    "service": row.service,
-                    "category": row.category,
-                    "jurisdiction": row.jurisdiction,
-                    "addresses": ", ".join(sorted(row.addresses)),
-                    "countries": ", ".join(sorted(row.countries)),
-                    "asns": ", ".join(sorted(row.asns)),
-                    "ports": ", ".join(str(p) for p in sorted(row.ports)),
-                    "connections": row.connections,
-                    "bytes_out": row.bytes_out,
-                    "bytes_in": row.bytes_in,
-                    "tls_versions": ", ".join(sorted(row.tls_versions)),
-                    "ja4": ", ".join(sorted(row.ja4)),
-                    "first_seen": _iso(row.first_seen),
-                    "last_seen": _iso(row.last_seen),
-                }
-            )
-        frame = pd.DataFrame.from_records(records, columns=[*HOST_COLUMNS, "_rank"])
-        frame = frame.sort_values(["_rank", "findings", "host"], ascending=[False, False, True])
-        return frame.drop(columns="_rank").reset_index(drop=True)
+            record = {
+                "host": row.host,
+                "max_severity": sev.label if sev is not None else "",
+                "findings": len(row.findings),  # distinct findings, not sightings
+                "kinds": ", ".join(sorted({f.kind for f in row.findings.values()})),
+                "service": row.service,
+                "category": row.category,
+                "jurisdiction": row.jurisdiction,
+                "addresses": ", ".join(sorted(row.addresses)),
+                "countries": ", ".join(sorted(row.countries)),
+                "asns": ", ".join(sorted(row.asns)),
+                "ports": ", ".join(str(p) for p in sorted(row.ports)),
+                "connections": row.connections,
+                "bytes_out": row.bytes_out,
+                "bytes_in": row.bytes_in,
+                "tls_versions": ", ".join(sorted(row.tls_versions)),
+                "ja4": ", ".join(sorted(row.ja4)),
+                "first_seen": _iso(row.first_seen),
+                "last_seen": _iso(row.last_seen),
+            }
+            rank = int(sev) if sev is not None else -1
+            ranked.append(((-rank, -record["findings"], row.host), record))
+        ranked.sort(key=lambda item: item[0])
+        return [record for _, record in ranked]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The per-host table as a pandas DataFrame (for CSV, Parquet and analysis)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.records(), columns=HOST_COLUMNS)
 
 
 def _iso(ts: float | None) -> str:

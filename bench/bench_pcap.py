@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,10 @@ class Run:
 def timed_child(tool: str, command: list[str], capture: Path, packets: int) -> Run:
     """Run ``command`` with stdout to /dev/null; wall time and the child's own peak RSS."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # auditor pcap records into its findings store by default: a fresh one per run, as a first
+    # run would, and never the user's own store.
+    store_dir = tempfile.mkdtemp(prefix="auditor-bench-store-")
+    env["AUDITOR_STORE"] = os.path.join(store_dir, "findings.sqlite3")
     started = time.perf_counter()
     with open(os.devnull, "wb") as devnull:
         process = subprocess.Popen(command, stdout=devnull, stderr=subprocess.PIPE, env=env)
@@ -77,6 +82,7 @@ def timed_child(tool: str, command: list[str], capture: Path, packets: int) -> R
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
+    shutil.rmtree(store_dir, ignore_errors=True)
     if process.returncode not in (0, 3):  # 3: auditor's "findings at --fail-on" (not used)
         message = errors.decode("utf-8", "replace").strip().splitlines()
         print(f"  {tool} failed ({process.returncode}): {message[-1] if message else ''}")

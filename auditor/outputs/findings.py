@@ -45,10 +45,9 @@ def findings_frame(findings: list[Finding]) -> Any:
 
 
 def result_document(result: AnalysisResult, summary: dict[str, Any]) -> dict[str, Any]:
-    hosts = result.hosts.to_frame()
     return {
         "summary": summary,
-        "hosts": json.loads(hosts.to_json(orient="records")),
+        "hosts": result.hosts.records(),
         "findings": [f.to_dict() for f in result.findings],
     }
 

@@ -45,8 +45,8 @@ def _severity_cell(label: str) -> str:
 
 
 def render(result: AnalysisResult, console: Console, summary_lines: list[str]) -> None:
-    frame = result.hosts.to_frame()
-    with_findings = frame[frame["findings"] > 0]
+    records = result.hosts.records()
+    with_findings = [row for row in records if row["findings"] > 0]
     columns = [c for c in HOST_TABLE_COLUMNS if console.width >= c[2]]
     hosts = Table(title="Per-host findings")
     for name, header, _ in columns:
@@ -55,7 +55,7 @@ def render(result: AnalysisResult, console: Console, summary_lines: list[str]) -
             header, justify="right" if numeric else "left", overflow="fold",
             no_wrap=name in ("host", "max_severity"),
         )
-    for row in with_findings.to_dict("records"):
+    for row in with_findings:
         cells = []
         for name, _, _ in columns:
             value = row[name]
@@ -67,7 +67,7 @@ def render(result: AnalysisResult, console: Console, summary_lines: list[str]) -
                 cells.append(str(value))
         hosts.add_row(*cells)
     console.print(hosts)
-    quiet = len(frame) - len(with_findings)
+    quiet = len(records) - len(with_findings)
     if quiet:
         console.print(
             f"{quiet} other destination host(s) without findings "
