@@ -26,6 +26,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FIRST_CHUNK_WAIT = 15.0  # seconds a streaming upstream waits for the client to see chunk 1
+# Replies shaped like the official APIs' (signatures/response_shapes.yaml): ids from the SDKs'
+# own fixtures, and the headers OpenAI and Anthropic always send.
+OPENAI_REPLY_ID = "chatcmpl-ABfwCjPMi0ubw56UyMIIeNfJzyogq"
+OPENAI_HEADERS = {"openai-version": "2020-10-01", "openai-processing-ms": "5",
+                  "x-request-id": "req_test01"}
+ANTHROPIC_REPLY_ID = "msg_013Zva2CMHLNnXjNJJKqJ2EF"
+ANTHROPIC_HEADERS = {"request-id": "req_011CSLsW7mFqvHHnzrKdKjAE",
+                     "anthropic-organization-id": "00000000-0000-4000-8000-000000000000"}
 
 
 class Upstream(ThreadingHTTPServer):
@@ -76,9 +84,9 @@ class UpstreamHandler(BaseHTTPRequestHandler):
         if self.path.endswith("/chat/completions") and body.get("stream"):
             self.stream_chat(served)
         elif self.path.endswith("/chat/completions"):
-            self.send_json(chat_completion(served), {"openai-version": "2020-10-01"})
+            self.send_json(chat_completion(served), OPENAI_HEADERS)
         elif self.path.endswith("/messages"):
-            self.send_json(anthropic_message(served), {"request-id": "req_test01"})
+            self.send_json(anthropic_message(served), ANTHROPIC_HEADERS)
         else:
             self.send_json({"error": {"message": "not found"}}, {}, status=404)
 
@@ -98,6 +106,8 @@ class UpstreamHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
+        for name, value in OPENAI_HEADERS.items():
+            self.send_header(name, value)
         self.end_headers()
         pieces = ["Hel", "lo", " there"]
         self.send_chunk(sse_chunk(served, pieces[0]))
@@ -117,7 +127,7 @@ class UpstreamHandler(BaseHTTPRequestHandler):
 
 def chat_completion(model: str) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-test0001",
+        "id": OPENAI_REPLY_ID,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -136,7 +146,7 @@ def chat_completion(model: str) -> dict[str, Any]:
 
 def sse_chunk(model: str, text: str) -> bytes:
     chunk = {
-        "id": "chatcmpl-stream01",
+        "id": OPENAI_REPLY_ID,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
@@ -147,7 +157,7 @@ def sse_chunk(model: str, text: str) -> bytes:
 
 def anthropic_message(model: str) -> dict[str, Any]:
     return {
-        "id": "msg_test0001",
+        "id": ANTHROPIC_REPLY_ID,
         "type": "message",
         "role": "assistant",
         "model": model,

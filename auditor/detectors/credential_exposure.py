@@ -69,8 +69,6 @@ class CredentialExposureDetector(Detector):
         else:
             assert isinstance(obs, HTTPRequest)
             request = obs
-            if recognise(request, ctx.signatures.api_shapes) is not None:
-                return  # judged from its LLMCall
             found = find_credential(request, split_target(request.path)[1])
             if found is None:
                 return
@@ -80,6 +78,9 @@ class CredentialExposureDetector(Detector):
         key_format = matching_key_format(key, ctx.signatures)
         if key_format is None:
             return  # an opaque session token or a key of unknown shape: nothing to say
+        # Checked last, as it reads the body: an LLM call is judged from its LLMCall.
+        if not isinstance(obs, LLMCall) and recognise(request, ctx.signatures.api_shapes):
+            return
         host = request_host(obs, request)
         base_evidence: dict[str, Any] = {
             "key": mask_secret(key, ctx.policy.reveal_evidence),
