@@ -553,7 +553,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
         findings = workdir / "findings.jsonl"
         proxies: dict[str, int] = {}
         processes: dict[str, Started] = {}
-        auditor_settings = [f"auditor_findings_jsonl={findings}"]
+        # --auditor-set: e.g. a policy that disables one detector, to see what it costs.
+        auditor_settings = [f"auditor_findings_jsonl={findings}", *args.auditor_settings]
         for name, scripts, settings in (
             (NO_ADDON, [], []),
             (NOOP_ADDON, [noop_script], []),
@@ -596,6 +597,10 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Result:
                 phases[name].append(phase)
                 this_round[name] = round(phase.requests_per_second, 1)
                 rate = f"{phase.requests_per_second:,.0f} req/s"
+                if phase.proxy_cpu_seconds is not None and phase.requests:
+                    rate += (
+                        f", proxy CPU {phase.proxy_cpu_seconds * 1000 / phase.requests:.2f} ms/req"
+                    )
                 errors = f" ({phase.errors} errors: {phase.first_error})" if phase.errors else ""
                 log(f"round {round_number + 1}: {name}: {rate}{errors}")
             rounds.append(this_round)
@@ -653,7 +658,12 @@ def report(result: Result) -> str:
         f"load average at start {result.machine['load_average_at_start']}",
         f"{result.settings['clients']} concurrent keep-alive clients, "
         f"{result.settings['prompt_bytes']}-byte prompt, {result.settings['rounds']} round(s) of "
-        f"up to {result.settings['requests']} requests per configuration",
+        f"up to {result.settings['requests']} requests per configuration"
+        + (
+            f"; auditor with {' '.join(result.settings['auditor_settings'])}"
+            if result.settings["auditor_settings"]
+            else ""
+        ),
         "",
         "| configuration | requests | errors | req/s | vs direct | p50 ms | p99 ms "
         "| added p50 ms | added p99 ms | proxy CPU ms/req |",
@@ -741,6 +751,10 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", dest="json_path", help="also write the raw numbers here")
     parser.add_argument("--profile-auditor", metavar="FILE",
                         help="run the auditor's mitmdump under cProfile, to FILE")  # fmt: skip
+    parser.add_argument("--auditor-set", dest="auditor_settings", action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="another option for the auditor's mitmdump (repeatable), e.g. "
+                        "auditor_policy=FILE")  # fmt: skip
     # Internal: this script is also the upstream's child process.
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cert", help=argparse.SUPPRESS)
