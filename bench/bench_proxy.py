@@ -46,9 +46,7 @@ sys.path.insert(0, str(TESTS))
 
 from proxy_upstreams import (  # noqa: E402  (the proxy tests' LLM API imitation, reused)
     Upstream,
-    UpstreamHandler,
     free_port,
-    sse_chunk,
     wait_for_port,
 )
 
@@ -120,23 +118,26 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 # --- the upstream, in its own process --------------------------------------------------------
 
 
-class PausingStreamHandler(UpstreamHandler):
-    """The tests' upstream, except that a streamed answer pauses a fixed time after chunk 1."""
+class FixedPause:
+    """Stands in for the upstream's ``release_stream`` event: a fixed pause after chunk 1.
 
-    stream_pause = 0.25
+    The tests' upstream sends the first chunk of a streamed answer, waits on that event, then
+    sends the rest; with this in its place every stream pauses ``seconds`` and goes on, so the
+    benchmark reuses the imitation's answer (headers, chunks) unchanged.
+    """
 
-    def stream_chat(self, served: str) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("transfer-encoding", "chunked")
-        self.end_headers()
-        self.send_chunk(sse_chunk(served, "Hel"))
-        time.sleep(self.stream_pause)  # the first chunk is out; a buffering proxy holds it
-        for piece in ("lo", " there"):
-            self.send_chunk(sse_chunk(served, piece))
-        self.send_chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def wait(self, timeout: float | None = None) -> bool:
+        time.sleep(self.seconds)  # the first chunk is out; a buffering proxy would hold it
+        return True
+
+    def set(self) -> None:  # Upstream.stop() releases waiting streams; nothing waits here
+        pass
+
+    def clear(self) -> None:
+        pass
 
 
 def serve_upstream(cert: str, key: str, stream_pause: float) -> None:
@@ -145,9 +146,8 @@ def serve_upstream(cert: str, key: str, stream_pause: float) -> None:
 
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    PausingStreamHandler.stream_pause = stream_pause
     upstream = Upstream(lambda asked: asked, tls)
-    upstream.RequestHandlerClass = PausingStreamHandler  # type: ignore[assignment]
+    upstream.release_stream = FixedPause(stream_pause)  # type: ignore[assignment]
     upstream.requests = deque(maxlen=16)  # type: ignore[assignment]  # bounded memory
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"listening {upstream.port}", flush=True)

@@ -146,9 +146,8 @@ def test_pausing_upstream_sends_the_first_chunk_before_the_rest(tmp_path: Path) 
     issued = ca.issue_cert(bench_proxy.API_NAME)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     issued.configure_cert(tls)
-    bench_proxy.PausingStreamHandler.stream_pause = 0.3
     upstream = bench_proxy.Upstream(lambda asked: asked, tls)
-    upstream.RequestHandlerClass = bench_proxy.PausingStreamHandler  # type: ignore[assignment]
+    upstream.release_stream = bench_proxy.FixedPause(0.3)  # type: ignore[assignment]
     try:
         ca_file = tmp_path / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_file))
