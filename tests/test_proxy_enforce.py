@@ -222,3 +222,38 @@ def test_mitmdump_blocks_a_relay_and_masks_keys_for_the_sdk(tmp_path: Path) -> N
     log = log_path.read_text(errors="replace")
     assert "[auditor] BLOCKED api.chatanywhere.tech" in log
     assert "Traceback" not in log
+
+
+def test_blocked_answer_is_an_error_both_sdks_surface() -> None:
+    """The 403 body reads as a permission error in the openai and the anthropic SDK alike."""
+    import anthropic
+    import httpx
+    import openai
+
+    from auditor.model import FlowTuple, HTTPRequest, Severity, finding_for
+    from auditor.proxy.enforce import blocked_answer
+
+    request_flow = FlowTuple("tcp", "10.0.0.2", 50000, "203.0.113.5", 443)
+    finding = finding_for(
+        HTTPRequest(flow=request_flow, ts=1.0, server_name="relay.example", method="POST",
+                    host="relay.example", path="/v1/messages", http_version="HTTP/1.1",
+                    headers=[]),
+        detector="relay-domain", kind="relay-domain.known", severity=Severity.HIGH,
+        title="Traffic to AI relay relay.example", evidence={},
+    )  # fmt: skip
+    answer = blocked_answer([finding])
+    body = json.loads(answer.content or b"")
+
+    def transport(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(answer.status_code, json=body)
+
+    mock = httpx.MockTransport(transport)
+    claude = anthropic.Anthropic(api_key="sk-ant-FAKE", http_client=httpx.Client(transport=mock),
+                                 max_retries=0)  # fmt: skip
+    with pytest.raises(anthropic.PermissionDeniedError, match=r"relay-domain\.known"):
+        claude.messages.create(model="claude-sonnet-4-5", max_tokens=10,
+                               messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    gpt = openai.OpenAI(api_key="sk-FAKE", http_client=httpx.Client(transport=mock), max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError, match=r"relay-domain\.known") as err:
+        gpt.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.code == "blocked_by_egress_policy"

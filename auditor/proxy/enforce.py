@@ -62,7 +62,17 @@ def blocked_answer(findings: list[Finding]) -> http.Response:
         f"Blocked by the organisation's AI egress policy: {', '.join(kinds)} "
         f"({worst.host}: {worst.title})"
     )
-    body = {"error": {"type": "egress_policy", "code": "blocked", "message": message}}
+    # One body both SDKs read: OpenAI's {"error": {message, type, param, code}} and Anthropic's
+    # {"type": "error", "error": {type, message}} ("permission_error" is Anthropic's 403 type).
+    body = {
+        "type": "error",
+        "error": {
+            "type": "permission_error",
+            "code": "blocked_by_egress_policy",
+            "param": None,
+            "message": message,
+        },
+    }
     return http.Response.make(
         BLOCK_STATUS,
         json.dumps(body).encode(),
