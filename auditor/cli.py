@@ -40,9 +40,27 @@ def _load_context(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="auditor")
-def cli() -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML file with defaults for --store, --sink, --policy, --geoip-db, --signatures "
+    "[default: $AUDITOR_CONFIG, else $XDG_CONFIG_HOME/ai-egress-auditor/config.yaml if present].",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
     """AI Egress Auditor: find risky traffic to AI APIs (relays, weak TLS, plaintext prompts,
     cross-border destinations) in captures and proxied traffic."""
+    from auditor.config import ConfigError, default_config_path, default_map, load_config
+
+    path = config_path or default_config_path()
+    if path is None:
+        return
+    try:
+        settings = load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.default_map = default_map(settings)
 
 
 @cli.command("pcap")

@@ -20,7 +20,10 @@ def ja4_corpus() -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_findings_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:  # type: ignore[no-untyped-def]
-    """Runs of the CLI record into a store of their own, never the user's."""
+    """Runs of the CLI record into a store of their own, never the user's ..."""
     path = tmp_path_factory.mktemp("store") / "findings.sqlite3"
     monkeypatch.setenv("AUDITOR_STORE", str(path))
+    # ... and never read the user's configuration file.
+    monkeypatch.delenv("AUDITOR_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
     return path
