@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from auditor.capture import CaptureStats
+from auditor.capture.bulk import bulk_pcap_loop
 from auditor.capture.dns import DNSParseError, parse_dns
 from auditor.capture.flows import (
     CLIENT_STREAM_CAP,
@@ -113,21 +114,26 @@ def read_observations(
     max_flows: int = MAX_FLOWS,
     tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
     udp_idle_timeout: float = UDP_IDLE_TIMEOUT,
+    bulk: bool = True,
 ) -> Iterator[Observation]:
     """Observations of one capture file, in capture order.
 
     Raises ``CaptureError`` at once when the file cannot be read at all; counts everything
     else in ``stats``. ``progress`` is called now and then with the bytes of the file read.
+    ``bulk=False`` reads classic pcap packet by packet (``_pcap_loop``) instead of in numpy
+    chunks (``bulk.py``): the same results, slower; kept to check the bulk path against.
     """
     path = Path(path)
     capture = open_capture(path, stats.skipped, progress)
     engine = _Engine(path, stats, FlowTable(max_flows, tcp_idle_timeout, udp_idle_timeout))
-    return _observations(engine, capture)
+    return _observations(engine, capture, bulk)
 
 
-def _observations(engine: _Engine, capture: Capture) -> Iterator[Observation]:
+def _observations(engine: _Engine, capture: Capture, bulk: bool) -> Iterator[Observation]:
     try:
-        if capture.kind == "pcap":
+        if capture.kind == "pcap" and bulk:
+            yield from bulk_pcap_loop(engine, capture)
+        elif capture.kind == "pcap":
             yield from _pcap_loop(engine, capture)
         else:
             yield from _record_loop(engine, capture.records())
@@ -396,12 +402,15 @@ class _Engine:
         self.out: list[Observation] = []
         self.next_sweep: float | None = None
         self._internal_errors_logged = 0
+        # The packet the last ``packet`` call decoded (None: not decoded), for the bulk path.
+        self.last_packet: Packet | None = None
 
     # -- packets ------------------------------------------------------------------------------
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         """Everything the fast path does not take: new flows, handshakes, flags, other links."""
         packet = decode(linktype, frame, self.skipped)
+        self.last_packet = packet
         if packet is None:
             return
         if self.next_sweep is None:

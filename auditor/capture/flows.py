@@ -269,6 +269,9 @@ class FlowTable:
         self.tcp_idle_timeout = tcp_idle_timeout
         self.udp_idle_timeout = udp_idle_timeout
         self._next_id = 0
+        # When a list: (transport, key) of every direction removed is appended to it (the
+        # engine's bulk path re-reads those keys after each packet it hands over).
+        self.removed: list[tuple[int, bytes]] | None = None
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -318,6 +321,8 @@ class FlowTable:
             direction = table.get(key)
             if direction is not None and direction.flow is flow:
                 del table[key]
+                if self.removed is not None:
+                    self.removed.append((flow.transport, key))
         self.flows.pop(flow.id, None)
 
     def sweep(self, now: float) -> Iterator[Flow]:

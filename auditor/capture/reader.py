@@ -160,6 +160,7 @@ class Capture:
         self._seekable = stream is raw  # a plain file; gzip streams only emulate seeking
         self.linktype = -1
         self.frac_scale = 1e-6
+        self.byte_order = "<"  # of the pcap record headers ("<" or ">")
         self.record_header = struct.Struct("<IIII").unpack_from
         if kind == "pcap":
             order = (
@@ -170,6 +171,7 @@ class Capture:
             self.frac_scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
             # Upper bits of the link type field may carry FCS information (pcap spec).
             self.linktype = struct.unpack_from(order + "I", head, 20)[0] & 0x0FFFFFFF
+            self.byte_order = order
             self.record_header = struct.Struct(order + "IIII").unpack_from
 
     def close(self) -> None:
@@ -188,8 +190,9 @@ class Capture:
             self._report()
             self._next_report = done + PROGRESS_EVERY
 
-    def refill(self, buf: bytes, pos: int) -> bytes | None:
-        """pcap: ``buf[pos:]`` (an incomplete record) followed by more of the file.
+    def refill(self, buf: bytes, pos: int, chunk_size: int = READ_CHUNK) -> bytes | None:
+        """pcap: ``buf[pos:]`` (an incomplete record) followed by about ``chunk_size`` more
+        bytes of the file.
 
         None at the end of the file (a partial record left over counts as
         ``skipped["truncated-file"]``) or when the next record is corrupt.
@@ -199,9 +202,9 @@ class Capture:
             if caplen > MAX_RECORD:
                 self._skipped["corrupt-record"] += 1
                 return None
-            want = max(READ_CHUNK, 16 + caplen)
+            want = max(chunk_size, 16 + caplen)
         else:
-            want = READ_CHUNK
+            want = chunk_size
         left = len(buf) - pos
         if left and self._seekable:
             # Read the partial record again rather than copy it in front of the new chunk:

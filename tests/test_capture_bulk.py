@@ -1,0 +1,246 @@
+"""The engine's numpy bulk path (``auditor/capture/bulk.py``) gives exactly what the per-packet
+path gives: every observation (all fields, same order) and the same stats, on the benchmark
+generator's traffic, the sample and corpus captures, and hand-made edge cases (VLAN, IPv6,
+UDP, tuple reuse, resets, snap-length cuts, IP options, fragments, non-IP frames), with small
+chunks, idle sweeps and a small flow table so that every way a flow changes mid-chunk is hit.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from auditor.capture import CaptureStats, bulk
+from auditor.capture.engine import read_observations
+from auditor.model import Observation
+from tests.capture_helpers import (
+    dns_query_bytes,
+    dns_response_bytes,
+    ether,
+    tcp_packet,
+    tcp_session,
+    udp_packet,
+    write_pcap,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import make_capture  # noqa: E402  (bench/ is a directory of scripts, not a package)
+
+CORPUS = Path("/work/shared/corpus/ja4/pcap")
+
+
+def _both_paths(
+    path: Path, **options: float
+) -> tuple[tuple[list[Observation], CaptureStats], tuple[list[Observation], CaptureStats]]:
+    results = []
+    for use_bulk in (True, False):
+        stats = CaptureStats()
+        observations = list(read_observations(path, stats, bulk=use_bulk, **options))  # type: ignore[arg-type]
+        results.append((observations, stats))
+    return results[0], results[1]
+
+
+def _assert_same(path: Path, **options: float) -> list[Observation]:
+    (fast, fast_stats), (reference, reference_stats) = _both_paths(path, **options)
+    assert len(fast) == len(reference)
+    for index, (got, want) in enumerate(zip(fast, reference, strict=True)):
+        assert got == want, f"{path.name}: observation {index} differs"
+    assert fast_stats == reference_stats
+    return reference
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bulk") / "bench-50000.pcap"
+    make_capture.write_capture(path, 50_000, 7, ROOT / "signatures")
+    return path
+
+
+def test_benchmark_traffic_same_as_per_packet_path(generated: Path) -> None:
+    observations = _assert_same(generated)
+    kinds = {type(o).__name__ for o in observations}
+    assert {"Connection", "TLSHandshake", "DNSMessage", "HTTPRequest"} <= kinds
+
+
+@pytest.mark.parametrize("chunk", [64 * 1024, bulk.BULK_CHUNK])
+def test_chunks_sweeps_and_evictions_same(
+    generated: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    # Small chunks cut flows everywhere; large ones hold seconds of bulk packets back while
+    # idle sweeps (short timeouts) read every flow; a 40-flow table evicts all the time.
+    monkeypatch.setattr(bulk, "BULK_CHUNK", chunk)
+    for options in (
+        {"tcp_idle_timeout": 1.5, "udp_idle_timeout": 0.5},
+        {"max_flows": 40},
+    ):
+        assert _assert_same(generated, **options)
+
+
+def test_gzip_input_same(generated: Path, tmp_path: Path) -> None:
+    compressed = tmp_path / "bench.pcap.gz"
+    compressed.write_bytes(gzip.compress(generated.read_bytes()[: 3 << 20], compresslevel=1))
+    _assert_same(compressed)
+
+
+def _corpus_files() -> list[Path]:
+    files = [ROOT / "samples" / "egress-demo.pcap"]
+    if CORPUS.is_dir():
+        files += sorted(CORPUS.glob("*.pcap"))
+    return files
+
+
+@pytest.mark.parametrize("path", _corpus_files(), ids=lambda p: p.name)
+def test_samples_and_corpus_same(path: Path) -> None:
+    _assert_same(path)
+
+
+def _edge_case_frames(rng: random.Random) -> list[tuple[float, bytes]]:
+    """Interleaved flows of every shape the bulk path must tell apart."""
+    flows: list[list[tuple[float, bytes]]] = []
+    payload = b"\x17\x03\x03\x00\x20" + bytes(32)
+    for number in range(12):
+        client = (f"10.1.0.{number + 1}", 40000 + number)
+        server = ("192.0.2.10", 443)
+        tags = (0x8100,) if number % 3 == 0 else ()
+        session = tcp_session(
+            client,
+            server,
+            [b"\x16\x03\x01\x00\x05hello"] + [payload] * 30,
+            [payload] * 40,
+            start=1_700_000_000.0 + number * 0.05,
+            with_fin=number % 4 != 1,
+        )
+        flows.append([(ts, ether(raw, tags=tags)) for ts, raw in session])
+    # The same 5-tuple used again after its FIN (a new SYN reuses the tombstone's keys).
+    again = tcp_session(
+        ("10.1.0.5", 40004),
+        ("192.0.2.10", 443),
+        [payload] * 10,
+        [payload] * 10,
+        start=1_700_000_003.0,
+    )
+    flows.append([(ts, ether(raw)) for ts, raw in again])
+    # IPv6, cleartext HTTP, and a reset in the middle of bulk data.
+    v6 = tcp_session(
+        ("2001:db8::1", 50000),
+        ("2001:db8::2", 80),
+        [b"POST / HTTP/1.1\r\nHost: x\r\n\r\n"] + [b"y" * 100] * 20,
+        [b"HTTP/1.1 200 OK\r\n\r\n"] + [b"z" * 200] * 20,
+        start=1_700_000_000.5,
+    )
+    flows.append([(ts, ether(raw, ethertype=0x86DD)) for ts, raw in v6])
+    reset = [
+        (
+            1_700_000_001.0 + i * 0.01,
+            ether(tcp_packet("10.2.0.1", "192.0.2.20", 41000, 443, 1 + i * 32, "PA", payload)),
+        )
+        for i in range(20)
+    ]
+    reset.append((1_700_000_001.3, ether(tcp_packet("192.0.2.20", "10.2.0.1", 443, 41000, 7, "R"))))
+    reset += [
+        (
+            1_700_000_001.4 + i * 0.01,
+            ether(tcp_packet("10.2.0.1", "192.0.2.20", 41000, 443, 700 + i * 32, "PA", payload)),
+        )
+        for i in range(10)
+    ]
+    flows.append(reset)
+    # UDP: DNS, a non-DNS stream (stops collecting at once), and IPv6 UDP.
+    dns = []
+    for i in range(15):
+        ts = 1_700_000_000.2 + i * 0.1
+        dns.append(
+            (
+                ts,
+                ether(
+                    udp_packet(
+                        "10.1.0.1",
+                        "10.0.0.53",
+                        5000 + i,
+                        53,
+                        dns_query_bytes(f"n{i}.example.com", i),
+                    )
+                ),
+            )
+        )
+        dns.append(
+            (
+                ts + 0.01,
+                ether(
+                    udp_packet(
+                        "10.0.0.53",
+                        "10.1.0.1",
+                        53,
+                        5000 + i,
+                        dns_response_bytes(f"n{i}.example.com", "192.0.2.10", i),
+                    )
+                ),
+            )
+        )
+    flows.append(dns)
+    flows.append(
+        [
+            (
+                1_700_000_000.3 + i * 0.02,
+                ether(udp_packet("10.3.0.1", "198.51.100.1", 60000, 9999, b"media" * 20)),
+            )
+            for i in range(40)
+        ]
+    )
+    flows.append(
+        [
+            (
+                1_700_000_000.3 + i * 0.02,
+                ether(
+                    udp_packet("2001:db8::5", "2001:db8::6", 60000, 9999, b"media" * 20),
+                    ethertype=0x86DD,
+                ),
+            )
+            for i in range(30)
+        ]
+    )
+    # Frames the bulk path must not take: IP options, a non-first fragment, ARP, runts.
+    with_options = bytearray(tcp_packet("10.1.0.2", "192.0.2.10", 40001, 443, 99999, "A", payload))
+    with_options[0] = 0x46
+    odd = [
+        (
+            1_700_000_000.6,
+            ether(bytes(with_options[:20]) + b"\x01\x01\x01\x01" + bytes(with_options[20:])),
+        ),
+        (
+            1_700_000_000.7,
+            ether(b"\x45\x00\x00\x30" + b"\x00\x01\x00\x10" + b"\x40\x06\x00\x00" + bytes(36)),
+        ),
+        (1_700_000_000.8, ether(bytes(28), ethertype=0x0806)),
+        (1_700_000_000.9, b"\x00" * 20),
+    ]
+    flows.append(odd)
+    frames = sorted((frame for flow in flows for frame in flow), key=lambda f: f[0])
+    # Some reordering, as on a real mirror port.
+    for _ in range(40):
+        i = rng.randrange(len(frames) - 1)
+        frames[i], frames[i + 1] = frames[i + 1], frames[i]
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("big_endian", "nanoseconds", "snaplen"),
+    [(False, False, 0), (True, True, 0), (False, False, 60)],
+)
+def test_edge_cases_same(tmp_path: Path, big_endian: bool, nanoseconds: bool, snaplen: int) -> None:
+    frames = _edge_case_frames(random.Random(3))
+    path = write_pcap(
+        tmp_path / "edge.pcap",
+        frames,
+        big_endian=big_endian,
+        nanoseconds=nanoseconds,
+        snaplen=snaplen,
+    )
+    for options in ({}, {"max_flows": 4, "tcp_idle_timeout": 0.3, "udp_idle_timeout": 0.2}):
+        observations = _assert_same(path, **options)
+        assert any(type(o).__name__ == "Connection" for o in observations)
