@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from auditor.capture.flows import Direction
-from auditor.capture.packets import IPPROTO_TCP, IPPROTO_UDP, Packet, decode
+from auditor.capture.packets import IPPROTO_TCP, IPPROTO_UDP, LINKTYPE_ETHERNET, Packet, decode
 from auditor.capture.reader import Capture
 from auditor.model import Observation
 
@@ -74,7 +74,7 @@ def bulk_pcap_loop(
             if not starts:
                 continue
             chunk = _Chunk(engine, capture, buf, starts)
-            packets += len(starts)
+            packets += chunk.count
             captured += chunk.captured
             yield from chunk.run()
     finally:
@@ -120,131 +120,118 @@ class _Chunk:
         self.captured = int(caplen.sum())
         # The same float arithmetic as the per-packet loop, so timestamps are bit-identical.
         self.ts: list[float] = (seconds + fraction * capture.frac_scale).tolist()
-        self.frame_start: list[int] = (record + 16).tolist()
-        self.frame_end: list[int] = (record + 16 + caplen).tolist()
+        frame = record + 16
+        # Records are back to back: a frame ends where the next record starts.
+        self.record_start = starts
         self.count = len(starts)
-        if self.linktype == 1 and len(buf) >= 64:  # LINKTYPE_ETHERNET
-            self._parse_ethernet(buf, record + 16, caplen)
-        else:
-            self._no_keys()
+        starts.append(int(record[-1] + 16 + caplen[-1]))
+        self.key_count = 0
+        self.keyed_positions = np.zeros(0, dtype=np.int64)
+        if self.linktype == LINKTYPE_ETHERNET and len(buf) >= 64:
+            self._parse_ethernet(buf, frame, caplen)
 
     # -- numpy: fields of every record ------------------------------------------------------
 
-    def _no_keys(self) -> None:
-        self.keyed_positions = np.zeros(0, dtype=np.int64)
-        self.key_count = 0
-
     def _parse_ethernet(self, buf: bytes, frame: np.ndarray, caplen: np.ndarray) -> None:
-        data = np.frombuffer(buf, dtype=np.uint8)
         be16 = _byte_strided(buf, ">u2")
+        be32 = _byte_strided(buf, ">u4")
         le32 = _byte_strided(buf, "<u4")
         le64 = _byte_strided(buf, "<u8")
         # The conditions of engine._pcap_loop's fast path, as masks (see the comment there).
         index = np.flatnonzero(caplen >= 54)
         start = frame[index]
-        ethertype = be16[start + 12]
-        plain_v4 = (ethertype == 0x0800) & (data[start + 14] == 0x45)
-        tagged_v4 = (
-            (ethertype == 0x8100) & (be16[start + 16] == 0x0800) & (data[start + 18] == 0x45)
-        )
-        is_v4 = plain_v4 | tagged_v4
-        ip4 = np.where(plain_v4, start + 14, start + 18)[is_v4]
+        head = be32[start + 12]  # Ethernet type and the first IP byte (and one more)
+        is_v4 = (head >> 8) == 0x080045
+        tagged = np.flatnonzero((head >> 16) == 0x8100)
+        if len(tagged):  # one 802.1Q tag, then IPv4 without options
+            inner = (be32[start[tagged] + 16] >> 8) == 0x080045
+            is_v4[tagged[inner]] = True
+        ip4 = np.where((head >> 16) == 0x8100, start + 18, start + 14)[is_v4]
         index4 = index[is_v4]
-        not_fragment = ((data[ip4 + 6] & 0x3F) | data[ip4 + 7]) == 0
-        proto4 = data[ip4 + 9]
-        keep4 = not_fragment & ((proto4 == IPPROTO_TCP) | (proto4 == IPPROTO_UDP))
+        flags_ttl_proto = be32[ip4 + 6]  # fragment field, TTL, protocol
+        proto4 = (flags_ttl_proto & 0xFF).astype(np.uint8)
+        keep4 = ((flags_ttl_proto & 0x3FFF0000) == 0) & (
+            (proto4 == IPPROTO_TCP) | (proto4 == IPPROTO_UDP)
+        )
         ip4, index4, proto4 = ip4[keep4], index4[keep4], proto4[keep4]
-        is_v6 = ~is_v4 & (ethertype == 0x86DD) & (caplen[index] >= 74)
+        is_v6 = ~is_v4 & ((head >> 16) == 0x86DD) & (caplen[index] >= 74)
         ip6 = start[is_v6] + 14
         index6 = index[is_v6]
-        proto6 = data[ip6 + 6]
+        proto6 = (be16[ip6 + 6] >> 8).astype(np.uint8)
         keep6 = (proto6 == IPPROTO_TCP) | (proto6 == IPPROTO_UDP)
         ip6, index6, proto6 = ip6[keep6], index6[keep6], proto6[keep6]
-
-        positions = np.concatenate((index4, index6))
-        proto = np.concatenate((proto4, proto6))
+        count4, count6 = len(ip4), len(ip6)
+        if not count4 + count6:
+            return
+        if count6:
+            positions = np.concatenate((index4, index6))
+            proto = np.concatenate((proto4, proto6))
+            payload = np.concatenate(
+                (be16[ip4 + 2].astype(np.int64) - 20, be16[ip6 + 4].astype(np.int64))
+            )
+            offset_flags = np.concatenate((be16[ip4 + 32], be16[ip6 + 52]))
+            key_at = np.concatenate((ip4 + 12, ip6 + 8))
+        else:
+            positions, proto = index4, proto4
+            payload = be16[ip4 + 2].astype(np.int64) - 20
+            offset_flags = be16[ip4 + 32]
+            key_at = ip4 + 12
         is_tcp = proto == IPPROTO_TCP
-        payload = np.concatenate(
-            (be16[ip4 + 2].astype(np.int64) - 20, be16[ip6 + 4].astype(np.int64))
-        )
-        flags = np.concatenate((data[ip4 + 33], data[ip6 + 53]))
-        data_offset = np.concatenate((data[ip4 + 32], data[ip6 + 52]))
-        flagged = is_tcp & ((flags & 7) != 0)  # FIN, SYN or RST
-        pure_ack = is_tcp & (payload == (data_offset >> 4).astype(np.int64) * 4)
-        # The flow-table key (src, dst, sport, dport bytes) in 8- and 4-byte words; the
-        # protocol is folded into the last word so TCP and UDP keys never group together.
-        count6 = len(ip6)
+        flagged = is_tcp & ((offset_flags & 7) != 0)  # FIN, SYN or RST
+        pure_ack = is_tcp & (payload == (offset_flags >> 12).astype(np.int64) * 4)
+        # Group by flow-table key (src, dst, sport, dport bytes) read as 8- and 4-byte words;
+        # the protocol is folded into the last word so TCP and UDP keys never group together.
         tail = np.concatenate((le32[ip4 + 20], le32[ip6 + 40])).astype(np.uint64)
         tail |= proto.astype(np.uint64) << np.uint64(32)
         if count6:
-            zeros4 = np.zeros(len(ip4), dtype=np.uint64)
+            zeros4 = np.zeros(count4, dtype=np.uint64)
             words = [
                 np.concatenate((le64[ip4 + 12], le64[ip6 + 8])),
                 np.concatenate((zeros4, le64[ip6 + 16])),
                 np.concatenate((zeros4, le64[ip6 + 24])),
                 np.concatenate((zeros4, le64[ip6 + 32])),
+                np.concatenate((zeros4, np.ones(count6, dtype=np.uint64))),  # v4 apart from v6
             ]
-            version = np.concatenate((np.zeros(len(ip4), np.uint8), np.ones(count6, np.uint8)))
-            order = np.lexsort((tail, *reversed(words), version))
         else:
             words = [le64[ip4 + 12]]
-            version = np.zeros(len(ip4), np.uint8)
-            order = np.lexsort((tail, words[0]))
+        order = np.lexsort((tail, *reversed(words)))  # stable: capture order within a key
         total = len(order)
-        if not total:
-            self._no_keys()
-            return
         tail = tail[order]
-        words = [word[order] for word in words]
-        version = version[order]
-        new_key = np.zeros(total, dtype=bool)
+        new_key = np.empty(total, dtype=bool)
         new_key[0] = True
-        new_key[1:] |= tail[1:] != tail[:-1]
+        np.not_equal(tail[1:], tail[:-1], out=new_key[1:])
         for word in words:
+            word = word[order]
             new_key[1:] |= word[1:] != word[:-1]
-        new_key[1:] |= version[1:] != version[:-1]
         key_start = np.flatnonzero(new_key)
-        key_end = np.append(key_start[1:], total)
-        key_of = np.cumsum(new_key) - 1  # key number of each sorted packet
-        end_of = key_end[key_of]
-        ordinal = np.arange(total)
-        # Next sorted packet of the same key (from each one on) that a direction in the
-        # given state hands over; the key's end when there is none.
-        flagged = flagged[order]
-        slow_if_collecting = flagged | ~pure_ack[order]
-        self.next_flagged = _next_marked(flagged, ordinal, end_of)
-        self.next_data = _next_marked(slow_if_collecting, ordinal, end_of)
+        self.key_count = len(key_start)
         self.keyed_positions = positions
         self.position: list[int] = positions[order].tolist()
         self.bytes_before: list[int] = np.concatenate(([0], np.cumsum(payload[order]))).tolist()
         self.key_start: list[int] = key_start.tolist()
-        self.key_end: list[int] = key_end.tolist()
-        self.key_count = len(key_start)
-        # Key bytes as the flow table holds them.
-        first = key_start
-        word0 = words[0][first].astype("<u8").tobytes()
-        rest = [word[first].astype("<u8").tobytes() for word in words[1:]]
-        ports = (tail[first] & np.uint64(0xFFFFFFFF)).astype("<u4").tobytes()
-        key_proto = (tail[first] >> np.uint64(32)).tolist()
-        key_version = version[first].tolist()
-        self.keys: list[tuple[int, bytes]] = []
-        for number in range(self.key_count):
-            w, p = number * 8, number * 4
-            if key_version[number]:
-                key = word0[w : w + 8] + b"".join(r[w : w + 8] for r in rest) + ports[p : p + 4]
-            else:
-                key = word0[w : w + 8] + ports[p : p + 4]
-            self.keys.append((key_proto[number], key))
-        self.number_of = {key: number for number, key in enumerate(self.keys)}
-        self.reverse = [self.number_of.get(_reverse(key), -1) for key in self.keys]
-        # Per key: first sorted packet not yet counted or handed over, the direction and the
-        # state its plan was made with, and that plan's version (older heap entries are stale).
+        self.key_end: list[int] = [*self.key_start[1:], total]
+        # Sorted packets a direction hands over: always those with FIN/SYN/RST; while it
+        # still collects TCP bytes, also those with data.
+        self.flagged_at: list[int] = np.flatnonzero(flagged[order]).tolist()
+        self.data_at: list[int] = np.flatnonzero((flagged | ~pure_ack)[order]).tolist()
+        first = order[key_start]
+        self.protocol: list[int] = proto[first].tolist()
+        self.keys: list[bytes] = [
+            buf[at : at + (12 if v4 else 36)]
+            for at, v4 in zip(key_at[first].tolist(), (first < count4).tolist(), strict=True)
+        ]
+        # Per key: first sorted packet not yet counted or handed over; the direction and state
+        # its plan was made with; the record and sorted index planned to be handed over next
+        # (-1: none; the heap holds record * key_count + key number, stale ones skipped); the
+        # other direction's key number (-2: not looked up yet, -1: not in this chunk).
         self.cursor: list[int] = list(self.key_start)
         self.direction: list[Direction | None] = [None] * self.key_count
         self.state: list[int] = [-1] * self.key_count
-        self.version: list[int] = [0] * self.key_count
-        # Planned hand-overs: (record, key number, plan version, sorted index).
-        self.heap: list[tuple[int, int, int, int]] = []
+        self.planned: list[int] = [-1] * self.key_count
+        self.planned_index: list[int] = [0] * self.key_count
+        self.reverse: list[int] = [-2] * self.key_count
+        self.heap: list[int] = []
+        self._number_of: dict[tuple[int, bytes], int] | None = None
 
     # -- the event loop -----------------------------------------------------------------------
 
@@ -257,7 +244,7 @@ class _Chunk:
         ts = self.ts
         buf = self.buf
         linktype = self.linktype
-        frame_start, frame_end = self.frame_start, self.frame_end
+        record_start = self.record_start
         key_count = self.key_count
         # Records without a key (not plain Ethernet/IP/TCP/UDP) always go the per-packet way.
         unkeyed = np.ones(self.count, dtype=bool)
@@ -267,83 +254,96 @@ class _Chunk:
         if not key_count:
             for at in others[:-1]:
                 try:
-                    slow_path(ts[at], linktype, buf[frame_start[at] : frame_end[at]])
+                    slow_path(ts[at], linktype, buf[record_start[at] + 16 : record_start[at + 1]])
                 except Exception:  # a parser bug must not end the analysis of the file
                     engine.internal_error()
                 if out:
                     yield from out
                     out.clear()
             return
-        key_end = self.key_end
-        keys = self.keys
-        reverse_of = self.reverse
+        keys, protocols = self.keys, self.protocol
         cursor = self.cursor
-        version_of = self.version
+        reverse_of = self.reverse
+        position, key_end = self.position, self.key_end
+        flows = table.flows
+        planned, planned_index = self.planned, self.planned_index
         heap = self.heap
         heappop = heapq.heappop
-        for number in range(key_count):
-            self.plan(number, -1, True)
         plan = self.plan
+        count_until = self.count_until
         count_before = self.count_before
+        for number in range(key_count):
+            plan(number, -1, True)
         other_index = 0
         removed: list[tuple[int, bytes]] = []
         table.removed = removed
         try:
             while True:
-                while heap and heap[0][2] != version_of[heap[0][1]]:
+                while heap:
+                    at = heap[0] // key_count
+                    number = heap[0] - at * key_count
+                    if planned[number] == at:
+                        break
                     heappop(heap)  # superseded by a later plan
+                else:
+                    at = number = -1
                 other = others[other_index]
-                if heap and heap[0][0] < other:
-                    at, number, _version, sorted_index = heappop(heap)
+                if number >= 0 and at < other:
+                    heappop(heap)
+                    planned[number] = -1
+                    sorted_index = planned_index[number]
                     if sorted_index > cursor[number]:
-                        self.count_until(number, sorted_index)
+                        count_until(number, sorted_index)
                     cursor[number] = sorted_index + 1  # this one goes the slow way
                     reverse = reverse_of[number]
+                    if reverse == -2:
+                        reverse = self.reverse_of(number)
                     if reverse >= 0:
-                        count_before(reverse, at)
-                    own_key = keys[number]
+                        cursor_r = cursor[reverse]
+                        if cursor_r < key_end[reverse] and position[cursor_r] < at:
+                            count_before(reverse, at)
                 else:
                     if other >= self.count:
                         break
                     at = other
                     other_index += 1
-                    number = -1
-                    own_key = None
-                    for touched in self.numbers_of_packet(
-                        decode(linktype, buf[frame_start[at] : frame_end[at]], Counter())
-                    ):
-                        count_before(touched, at)
+                    number = reverse = -1
+                    self.count_flow_of(at)
                 now = ts[at]
-                if (engine.next_sweep is not None and now >= engine.next_sweep) or len(
-                    table
-                ) >= table.max_flows:
+                next_sweep = engine.next_sweep
+                if (next_sweep is not None and now >= next_sweep) or len(flows) >= table.max_flows:
                     # An idle sweep or an eviction reads (and ends) any flow.
                     for each in range(key_count):
                         count_before(each, at)
                 engine.last_packet = None
                 try:
-                    slow_path(now, linktype, buf[frame_start[at] : frame_end[at]])
+                    slow_path(now, linktype, buf[record_start[at] + 16 : record_start[at + 1]])
                 except Exception:  # a parser bug must not end the analysis of the file
                     engine.internal_error()
                 if out:
                     yield from out
                     out.clear()
-                # Which keys the packet may have changed: its own flow's (both directions),
-                # and any flow removed from the table.
+                # What the packet may have changed: its own flow (both directions), and any
+                # flow removed from the table.
                 if number >= 0:
                     plan(number, at, True)
                     if reverse >= 0:
                         plan(reverse, at, False)
                 packet = engine.last_packet
-                if packet is not None and (packet.transport, packet.key) != own_key:
+                if packet is not None and (
+                    number < 0
+                    or packet.key != keys[number]
+                    or packet.transport != protocols[number]
+                ):
                     for touched in self.numbers_of_packet(packet):
                         plan(touched, at, False)
                 if removed:
+                    number_of = self.number_of()
                     for key in removed:
-                        plan(self.number_of.get(key, -1), at, False)
+                        plan(number_of.get(key, -1), at, False)
                     removed.clear()
             for number in range(key_count):
-                self.count_until(number, key_end[number])
+                count_until(number, self.key_end[number])
         finally:
             table.removed = None
 
@@ -351,11 +351,11 @@ class _Chunk:
         """Look the key's direction up again and, if it changed (or the key's cursor moved),
         schedule its next handed-over packet. Bulk packets before record ``at`` are counted
         first, on the direction they belong to."""
-        if number < 0:
-            return
-        protocol, key = self.keys[number]
-        flows = self.engine.table.tcp if protocol == IPPROTO_TCP else self.engine.table.udp
-        direction = flows.get(key)
+        if number < 0 or self.cursor[number] >= self.key_end[number]:
+            return  # no packet of this key left in the chunk: nothing to plan or count
+        protocol = self.protocol[number]
+        table = self.engine.table
+        direction = (table.tcp if protocol == IPPROTO_TCP else table.udp).get(self.keys[number])
         if direction is None or (protocol != IPPROTO_TCP and direction.collecting):
             state = _EVERY_PACKET_SLOW
         elif not direction.collecting:
@@ -371,19 +371,19 @@ class _Chunk:
             cursor = self.cursor[number]
         self.direction[number] = direction
         self.state[number] = state
-        self.version[number] += 1
-        if cursor >= end:
-            return
         if state == _EVERY_PACKET_SLOW:
             next_slow = cursor
-        elif state == _FLAGS_SLOW:
-            next_slow = self.next_flagged[cursor]
         else:
-            next_slow = self.next_data[cursor]
+            handed_over = self.flagged_at if state == _FLAGS_SLOW else self.data_at
+            found = bisect_left(handed_over, cursor)
+            next_slow = handed_over[found] if found < len(handed_over) else end
         if next_slow < end:
-            heapq.heappush(
-                self.heap, (self.position[next_slow], number, self.version[number], next_slow)
-            )
+            record = self.position[next_slow]
+            self.planned[number] = record
+            self.planned_index[number] = next_slow
+            heapq.heappush(self.heap, record * self.key_count + number)
+        else:
+            self.planned[number] = -1
 
     def count_until(self, number: int, sorted_index: int) -> None:
         """Add the key's bulk packets up to (not including) ``sorted_index`` to its direction."""
@@ -405,28 +405,45 @@ class _Chunk:
         if cursor < end and self.position[cursor] < at:
             self.count_until(number, bisect_left(self.position, at, cursor, end))
 
+    def reverse_of(self, number: int) -> int:
+        """Key number of the other direction of the flow (-1: no packet of it in the chunk)."""
+        reverse = self.reverse[number]
+        if reverse == -2:
+            reverse = self.number_of().get(
+                (self.protocol[number], _reverse_key(self.keys[number])), -1
+            )
+            self.reverse[number] = reverse
+        return reverse
+
+    def number_of(self) -> dict[tuple[int, bytes], int]:
+        """Key numbers by (protocol, key), built when first needed."""
+        if self._number_of is None:
+            self._number_of = {
+                (protocol, key): number
+                for number, (protocol, key) in enumerate(zip(self.protocol, self.keys, strict=True))
+            }
+        return self._number_of
+
     def numbers_of_packet(self, packet: Packet | None) -> tuple[int, int]:
         """Key numbers of a decoded packet's flow in this chunk (this direction, the other);
         -1 where the chunk has no packet with that key."""
         if packet is None:
             return -1, -1
-        key = (packet.transport, packet.key)
-        number = self.number_of.get(key, -1)
+        number_of = self.number_of()
+        number = number_of.get((packet.transport, packet.key), -1)
         if number >= 0:
-            return number, self.reverse[number]
-        return -1, self.number_of.get(_reverse(key), -1)
+            return number, self.reverse_of(number)
+        return -1, number_of.get((packet.transport, _reverse_key(packet.key)), -1)
+
+    def count_flow_of(self, at: int) -> None:
+        """Before a record without a key is handed over: its flow's counters brought up to
+        date (it may still decode to a flow, e.g. IPv4 with options)."""
+        frame = self.buf[self.record_start[at] + 16 : self.record_start[at + 1]]
+        for number in self.numbers_of_packet(decode(self.linktype, frame, Counter())):
+            self.count_before(number, at)
 
 
-def _next_marked(marked: np.ndarray, ordinal: np.ndarray, end_of: np.ndarray) -> list[int]:
-    """For each sorted packet: the first marked one at or after it within its key, or the
-    key's end (keys are contiguous, so a running minimum from the right, capped at the end)."""
-    candidate = np.where(marked, ordinal, len(marked))
-    following = np.minimum.accumulate(candidate[::-1])[::-1]
-    return np.minimum(following, end_of).tolist()
-
-
-def _reverse(key: tuple[int, bytes]) -> tuple[int, bytes]:
+def _reverse_key(raw: bytes) -> bytes:
     """The other direction's key: addresses and ports swapped."""
-    protocol, raw = key
     half = (len(raw) - 4) // 2
-    return protocol, raw[half : 2 * half] + raw[:half] + raw[-2:] + raw[-4:-2]
+    return raw[half : 2 * half] + raw[:half] + raw[-2:] + raw[-4:-2]
