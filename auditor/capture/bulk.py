@@ -32,7 +32,7 @@ import heapq
 import struct
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -232,6 +232,7 @@ class _Chunk:
         self.reverse: list[int] = [-2] * self.key_count
         self.heap: list[int] = []
         self._number_of: dict[tuple[int, bytes], int] | None = None
+        self.count_before: Callable[[int, int], None] = lambda number, at: None  # set by run
 
     # -- the event loop -----------------------------------------------------------------------
 
@@ -269,9 +270,8 @@ class _Chunk:
         planned, planned_index = self.planned, self.planned_index
         heap = self.heap
         heappop = heapq.heappop
-        plan = self.plan
-        count_until = self.count_until
-        count_before = self.count_before
+        plan, count_until, count_before = self._counting()
+        self.count_before = count_before
         for number in range(key_count):
             plan(number, -1, True)
         other_index = 0
@@ -347,63 +347,90 @@ class _Chunk:
         finally:
             table.removed = None
 
-    def plan(self, number: int, at: int, cursor_moved: bool) -> None:
-        """Look the key's direction up again and, if it changed (or the key's cursor moved),
-        schedule its next handed-over packet. Bulk packets before record ``at`` are counted
-        first, on the direction they belong to."""
-        if number < 0 or self.cursor[number] >= self.key_end[number]:
-            return  # no packet of this key left in the chunk: nothing to plan or count
-        protocol = self.protocol[number]
-        table = self.engine.table
-        direction = (table.tcp if protocol == IPPROTO_TCP else table.udp).get(self.keys[number])
-        if direction is None or (protocol != IPPROTO_TCP and direction.collecting):
-            state = _EVERY_PACKET_SLOW
-        elif not direction.collecting:
-            state = _FLAGS_SLOW
-        else:
-            state = _DATA_SLOW
-        if not cursor_moved and direction is self.direction[number] and state == self.state[number]:
-            return  # the plan made before still holds
-        cursor = self.cursor[number]
-        end = self.key_end[number]
-        if cursor < end and self.position[cursor] < at:
-            self.count_until(number, bisect_left(self.position, at, cursor, end))
-            cursor = self.cursor[number]
-        self.direction[number] = direction
-        self.state[number] = state
-        if state == _EVERY_PACKET_SLOW:
-            next_slow = cursor
-        else:
-            handed_over = self.flagged_at if state == _FLAGS_SLOW else self.data_at
-            found = bisect_left(handed_over, cursor)
-            next_slow = handed_over[found] if found < len(handed_over) else end
-        if next_slow < end:
-            record = self.position[next_slow]
-            self.planned[number] = record
-            self.planned_index[number] = next_slow
-            heapq.heappush(self.heap, record * self.key_count + number)
-        else:
-            self.planned[number] = -1
+    def _counting(
+        self,
+    ) -> tuple[
+        Callable[[int, int, bool], None], Callable[[int, int], None], Callable[[int, int], None]
+    ]:
+        """``plan``, ``count_until`` and ``count_before`` for this chunk: closures over its lists
+        (called a few times per handed-over packet, so attribute look-ups are kept out)."""
+        engine_table = self.engine.table
+        tcp_flows, udp_flows = engine_table.tcp, engine_table.udp
+        keys, protocols = self.keys, self.protocol
+        cursors, key_end, position = self.cursor, self.key_end, self.position
+        directions, states = self.direction, self.state
+        planned, planned_index = self.planned, self.planned_index
+        flagged_at, data_at = self.flagged_at, self.data_at
+        bytes_before, ts = self.bytes_before, self.ts
+        heap, key_count = self.heap, self.key_count
+        heappush = heapq.heappush
 
-    def count_until(self, number: int, sorted_index: int) -> None:
-        """Add the key's bulk packets up to (not including) ``sorted_index`` to its direction."""
-        cursor = self.cursor[number]
-        if sorted_index > cursor:
-            direction = self.direction[number]
-            assert direction is not None  # only a known direction has bulk packets
-            direction.packets += sorted_index - cursor
-            direction.bytes += self.bytes_before[sorted_index] - self.bytes_before[cursor]
-            direction.last_seen = self.ts[self.position[sorted_index - 1]]
-            self.cursor[number] = sorted_index
+        def count_until(number: int, sorted_index: int) -> None:
+            """Add the key's bulk packets before ``sorted_index`` to its direction."""
+            cursor = cursors[number]
+            if sorted_index > cursor:
+                direction = directions[number]
+                assert direction is not None  # only a known direction has bulk packets
+                direction.packets += sorted_index - cursor
+                direction.bytes += bytes_before[sorted_index] - bytes_before[cursor]
+                direction.last_seen = ts[position[sorted_index - 1]]
+                cursors[number] = sorted_index
 
-    def count_before(self, number: int, at: int) -> None:
-        """Add the key's bulk packets captured before record ``at``."""
-        if number < 0:
-            return
-        cursor = self.cursor[number]
-        end = self.key_end[number]
-        if cursor < end and self.position[cursor] < at:
-            self.count_until(number, bisect_left(self.position, at, cursor, end))
+        def count_before(number: int, at: int) -> None:
+            """Add the key's bulk packets captured before record ``at``."""
+            if number >= 0:
+                cursor = cursors[number]
+                end = key_end[number]
+                if cursor < end and position[cursor] < at:
+                    count_until(number, bisect_left(position, at, cursor, end))
+
+        def plan(number: int, at: int, cursor_moved: bool) -> None:
+            """Look the key's direction up again and, if it changed (or the key's cursor
+            moved), schedule its next handed-over packet. Bulk packets before record ``at``
+            are counted first, on the direction they belong to."""
+            if number < 0:
+                return
+            cursor = cursors[number]
+            end = key_end[number]
+            if cursor >= end:
+                return  # no packet of this key left in the chunk: nothing to plan or count
+            protocol = protocols[number]
+            if protocol == IPPROTO_TCP:
+                direction = tcp_flows.get(keys[number])
+                if direction is None:
+                    state = _EVERY_PACKET_SLOW
+                elif direction.collecting:
+                    state = _DATA_SLOW
+                else:
+                    state = _FLAGS_SLOW
+            else:
+                direction = udp_flows.get(keys[number])
+                if direction is None or direction.collecting:
+                    state = _EVERY_PACKET_SLOW
+                else:
+                    state = _FLAGS_SLOW
+            if not cursor_moved and direction is directions[number] and state == states[number]:
+                return  # the plan made before still holds
+            if position[cursor] < at:
+                count_until(number, bisect_left(position, at, cursor, end))
+                cursor = cursors[number]
+            directions[number] = direction
+            states[number] = state
+            if state == _EVERY_PACKET_SLOW:
+                next_slow = cursor
+            else:
+                handed_over = flagged_at if state == _FLAGS_SLOW else data_at
+                found = bisect_left(handed_over, cursor)
+                next_slow = handed_over[found] if found < len(handed_over) else end
+            if next_slow < end:
+                record = position[next_slow]
+                planned[number] = record
+                planned_index[number] = next_slow
+                heappush(heap, record * key_count + number)
+            else:
+                planned[number] = -1
+
+        return plan, count_until, count_before
 
     def reverse_of(self, number: int) -> int:
         """Key number of the other direction of the flow (-1: no packet of it in the chunk)."""

@@ -17,10 +17,13 @@ decoding (``packets.py``), the flow table (``flows.py``) and the parsers (``tls.
 The protocol of a TCP flow is told from its first client bytes, never from the port.
 
 Speed: most packets of a capture are bulk data on flows whose handshake is already parsed.
-Those take the inlined fast path in ``_pcap_loop`` / ``_record_loop`` (Ethernet + IPv4 without
-options + a known flow that needs no more bytes, or a pure ACK: a dictionary lookup and three
-counter updates); everything else goes through ``_Engine.packet``. Nothing in a packet can
-raise out of the engine: bad packets and streams are counted in ``CaptureStats.skipped``.
+Classic pcap is read in large chunks by ``bulk.py``, which counts those packets per flow with
+numpy and hands everything else to ``_Engine.packet`` in capture order. pcapng (and classic
+pcap with ``bulk=False``) takes the inlined fast path in ``_record_loop`` / ``_pcap_loop``
+(Ethernet + IPv4 without options + a known flow that needs no more bytes, or a pure ACK: a
+dictionary lookup and three counter updates), which decides exactly as ``bulk.py`` does.
+Nothing in a packet can raise out of the engine: bad packets and streams are counted in
+``CaptureStats.skipped``.
 """
 
 from __future__ import annotations
