@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 # Bytes of the file handled at a time: large enough that numpy's per-call cost vanishes, small
 # enough to stay in memory comfortably (the reader adds what a record needs beyond it).
-BULK_CHUNK = 16 << 20
+BULK_CHUNK = 8 << 20
 
 # What a key's direction lets through without the per-packet path (see ``_Chunk.plan``).
 _EVERY_PACKET_SLOW = 0  # no direction yet, or a UDP direction still collecting
