@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import gzip
 import random
+import struct
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from auditor.capture import CaptureStats, bulk
-from auditor.capture.engine import read_observations
+from auditor.capture.engine import _Engine, read_observations
+from auditor.capture.flows import FlowTable
+from auditor.capture.reader import open_capture
 from auditor.model import Observation
 from tests.capture_helpers import (
     dns_query_bytes,
@@ -244,3 +248,21 @@ def test_edge_cases_same(tmp_path: Path, big_endian: bool, nanoseconds: bool, sn
     for options in ({}, {"max_flows": 4, "tcp_idle_timeout": 0.3, "udp_idle_timeout": 0.2}):
         observations = _assert_same(path, **options)
         assert any(type(o).__name__ == "Connection" for o in observations)
+
+
+def test_reverse_keys_found_with_numpy_as_by_lookup(tmp_path: Path) -> None:
+    # One-way UDP, several connections between the same two hosts, both directions of others
+    # (IPv4 only: with IPv6 keys in a chunk, reverse keys are looked up one by one).
+    frames = [f for f in _edge_case_frames(random.Random(5)) if f[1][12:14] != b"\x86\xdd"]
+    path = write_pcap(tmp_path / "edge.pcap", frames)
+    capture = open_capture(path, Counter())
+    buf = capture.refill(b"", 0)
+    assert buf is not None
+    starts, _ = bulk._record_starts(buf, struct.Struct("<8xI").unpack_from)
+    engine = _Engine(path, CaptureStats(), FlowTable())
+    chunk = bulk._Chunk(engine, capture, buf, starts)
+    capture.close()
+    by_numpy = list(chunk.reverse)
+    assert chunk.key_count > 10 and -1 in by_numpy and any(n >= 0 for n in by_numpy)
+    chunk.reverse = [-2] * chunk.key_count
+    assert by_numpy == [chunk.reverse_of(number) for number in range(chunk.key_count)]

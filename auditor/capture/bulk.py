@@ -229,7 +229,9 @@ class _Chunk:
         self.state: list[int] = [-1] * self.key_count
         self.planned: list[int] = [-1] * self.key_count
         self.planned_index: list[int] = [0] * self.key_count
-        self.reverse: list[int] = [-2] * self.key_count
+        self.reverse: list[int] = (
+            [-2] * self.key_count if count6 else _reverse_numbers(words[0][first], tail[key_start])
+        )
         self.heap: list[int] = []
         self._number_of: dict[tuple[int, bytes], int] | None = None
         self.count_before: Callable[[int, int], None] = lambda number, at: None  # set by run
@@ -468,6 +470,24 @@ class _Chunk:
         frame = self.buf[self.record_start[at] + 16 : self.record_start[at + 1]]
         for number in self.numbers_of_packet(decode(self.linktype, frame, Counter())):
             self.count_before(number, at)
+
+
+def _reverse_numbers(address_words: np.ndarray, tail_words: np.ndarray) -> list[int]:
+    """IPv4 keys sorted by (addresses, ports and protocol) words: each one's other direction's
+    key number, -1 when the chunk has none. Source and destination swap places in both words;
+    the pair is matched through one sortable word: rank of the addresses << 40 | tail."""
+    u64 = np.uint64
+    swapped_addresses = (address_words >> u64(32)) | (address_words << u64(32))
+    ports = tail_words & u64(0xFFFFFFFF)
+    swapped_ports = (ports >> u64(16)) | ((ports & u64(0xFFFF)) << u64(16))
+    swapped_tail = (tail_words & ~u64(0xFFFFFFFF)) | swapped_ports
+    distinct, rank = np.unique(address_words, return_inverse=True)
+    combined = (rank.astype(u64) << u64(40)) | tail_words  # ascending, like the keys
+    found_rank = np.minimum(np.searchsorted(distinct, swapped_addresses), len(distinct) - 1)
+    swapped_combined = (found_rank.astype(u64) << u64(40)) | swapped_tail
+    found = np.minimum(np.searchsorted(combined, swapped_combined), len(combined) - 1)
+    matched = (distinct[found_rank] == swapped_addresses) & (combined[found] == swapped_combined)
+    return np.where(matched, found, -1).tolist()
 
 
 def _reverse_key(raw: bytes) -> bytes:
