@@ -208,6 +208,9 @@ class SensitiveDataPattern:
     validator: str  # "luhn" | "iban" | "cn_resident_id" | "us_ssn" | "none"
     severity: str
     source: str
+    # Literal substrings one of which every match contains (case-insensitive): a cheap
+    # pre-filter, as key_formats.yaml's keywords; empty means the regex always runs.
+    keywords: tuple[str, ...] = ()
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -530,5 +533,6 @@ def _load_passive_fingerprints(directory: Path, sigs: Signatures) -> None:
                     validator=e["validator"],
                     severity=e["severity"],
                     source=e["source"],
+                    keywords=tuple(e.get("keywords", ())),
                 )
             )

@@ -57,6 +57,14 @@ class SensitiveMatcher:
     severity: Severity
     pattern: Any  # re.Pattern[str]
     validator: str
+    # Case-folded literals one of which every match contains: the regex runs only when the
+    # prompt holds one. Empty: it always runs.
+    keywords: tuple[str, ...] = ()
+
+
+def folded_keywords(keywords: Iterable[str]) -> tuple[str, ...]:
+    """Keywords as compared with the case-folded prompt."""
+    return tuple(keyword.casefold() for keyword in keywords)
 
 
 _matcher_cache: dict[int, tuple[Signatures, list[SensitiveMatcher]]] = {}
@@ -70,13 +78,13 @@ def matchers_for(signatures: Signatures) -> list[SensitiveMatcher]:
     matchers = [
         SensitiveMatcher(
             entry.id, entry.category, Severity.parse(entry.severity), entry.pattern,
-            entry.validator,
+            entry.validator, folded_keywords(entry.keywords),
         )
         for entry in signatures.sensitive_data
     ]
     matchers += [
         SensitiveMatcher(f"api-key:{key_format.id}", "secret", KEY_IN_PROMPT_SEVERITY,
-                         key_format.pattern, "none")
+                         key_format.pattern, "none", folded_keywords(key_format.keywords))
         for key_format in signatures.key_formats
         if key_format.provider != GENERIC_KEY_PROVIDER
     ]  # fmt: skip
@@ -102,14 +110,29 @@ class PromptScan:
     severity: dict[str, Severity]  # highest base severity per category
 
 
-def scan_prompt(text: str, signatures: Signatures, reveal: bool = False) -> dict[str, PromptScan]:
-    """What of each category ``text`` holds; categories with nothing found are absent."""
+def scan_prompt(
+    text: str, signatures: Signatures, reveal: bool = False, prefilter: bool = True
+) -> dict[str, PromptScan]:
+    """What of each category ``text`` holds; categories with nothing found are absent.
+
+    ``prefilter=False`` runs every regex whatever the keywords say (the tests compare both)."""
     found: dict[str, PromptScan] = {}
+    # casefold, not lower: re.IGNORECASE also equates "ſ" with "s" and the Kelvin sign with
+    # "k", which casefold maps too, so a (?i) match's keyword is still found in the folded text.
+    folded_text = text.casefold() if prefilter else ""
     # Text already counted: a phone number inside an international one, the password part of
     # a connection string read as an e-mail address, are the same item, counted once (entries
     # earlier in the file win).
     claimed: list[tuple[int, int]] = []
     for matcher in matchers_for(signatures):
+        # Most regexes need a literal (a key prefix, "@", "://"): a substring test over the
+        # folded prompt is far cheaper than a regex pass that cannot match.
+        if (
+            prefilter
+            and matcher.keywords
+            and not any(keyword in folded_text for keyword in matcher.keywords)
+        ):
+            continue
         check = VALIDATORS[matcher.validator]
         for match in matcher.pattern.finditer(text):
             # Key formats with a capture group mark the key itself; the rest the whole match.
