@@ -7,6 +7,7 @@ documentation addresses (TEST-NET), so nothing is sent anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import ssl
@@ -73,6 +74,15 @@ def audit(tmp_path: Path, recorded: list[Observation]) -> Iterator[tuple[EgressA
     with taddons.context(addon) as tctx:
         tctx.configure(addon, auditor_findings_jsonl=str(findings))
         yield addon, findings
+
+
+@contextlib.contextmanager
+def stopped_at_the_end(addon: EgressAudit) -> Iterator[None]:
+    """done() even when the test fails: loading the addon started its detection worker."""
+    try:
+        yield
+    finally:
+        addon.done()
 
 
 def findings_in(path: Path) -> list[dict[str, Any]]:
@@ -142,7 +152,7 @@ def completion_body(model: str) -> bytes:
 
 def test_configure_rejects_unreadable_inputs_with_clear_messages(tmp_path: Path) -> None:
     addon = EgressAudit()
-    with taddons.context(addon) as tctx:
+    with taddons.context(addon) as tctx, stopped_at_the_end(addon):
         with pytest.raises(OptionsError, match=r"auditor_policy: .*no such file"):
             tctx.configure(addon, auditor_policy=str(tmp_path / "missing.yaml"))
         with pytest.raises(OptionsError, match="auditor_max_body_scan must be a positive"):
@@ -600,7 +610,11 @@ def test_findings_reach_the_store_and_sinks_and_connections_become_ecs_records(
 
 def test_sinks_without_a_store_are_refused(tmp_path: Path) -> None:
     addon = EgressAudit()
-    with taddons.context(addon) as tctx, pytest.raises(OptionsError, match="set auditor_store"):
+    with (
+        taddons.context(addon) as tctx,
+        stopped_at_the_end(addon),
+        pytest.raises(OptionsError, match="set auditor_store"),
+    ):
         tctx.configure(addon, auditor_sinks=[f"jsonl:{tmp_path / 'a.jsonl'}"])
 
 

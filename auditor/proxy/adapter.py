@@ -19,6 +19,11 @@ What it observes (audit only: requests and responses pass unchanged):
   and bounded by ``auditor_max_body_scan``.
 - ``server_disconnected`` / ``client_disconnected`` / ``done``: one ``Connection`` per upstream.
 
+Where detection runs (``auditor_detection``): ``worker`` (the default) hands each observation
+to a detection worker process (``auditor.proxy.detection_worker``) without waiting, so the
+detectors cost the proxied request nothing and can use another core; the worker writes the
+outputs below. ``inline`` runs the pipeline in mitmproxy's event loop (tests, or a one-core box).
+
 Out: each new finding is one line in mitmproxy's log and one JSON line in
 ``auditor_findings_jsonl``; ``auditor_store`` / ``auditor_sinks`` record findings as
 ``auditor pcap --store/--sink`` does; ``auditor_connections_jsonl`` gets ECS connection records;
@@ -68,6 +73,7 @@ if TYPE_CHECKING:
 
     from auditor.detectors.base import DetectionContext
     from auditor.enrich.geo import GeoLookup
+    from auditor.proxy.detection_worker import DetectionWorker
     from auditor.signatures import Signatures
     from auditor.sinks import FindingsRecorder
 
@@ -88,6 +94,19 @@ ASSUMED_RECORD_VERSION = 0x0303
 DETECTION_OPTIONS = frozenset(
     {"auditor_policy", "auditor_signatures", "auditor_geoip_db", "auditor_reveal_evidence"}
 )
+
+# Options the detection worker reads: a change restarts it with the new values.
+WORKER_OPTIONS = DETECTION_OPTIONS | {
+    "auditor_findings_jsonl",
+    "auditor_store",
+    "auditor_sinks",
+    "auditor_connections_jsonl",
+}
+DETECTION_MODES = ("worker", "inline")
+# Observations waiting for the worker; beyond this they are dropped and counted. Bursts fit,
+# while a stalled worker cannot make the proxy hold unbounded bodies (each is at most
+# auditor_max_body_scan per direction).
+DEFAULT_DETECTION_QUEUE = 512
 
 # error() can follow response() for one flow; remembering this many fed flows is plenty.
 FED_FLOWS_REMEMBERED = 4096
@@ -547,6 +566,9 @@ class EgressAudit:
         self.streams: dict[str, SSEStreamObserver] = {}  # flow id ->
         # Flows already fed, so that error() after response() does not feed one twice; bounded.
         self.fed_flows: OrderedDict[str, None] = OrderedDict()
+        self.detection_mode = "inline"  # until configure() reads auditor_detection
+        self.detection_queue = DEFAULT_DETECTION_QUEUE
+        self.worker: DetectionWorker | None = None
 
     # -- options ---------------------------------------------------------------------------
 
@@ -583,9 +605,36 @@ class EgressAudit:
             "",
             "Write one ECS JSON line per upstream connection to this file as it closes.",
         )
+        loader.add_option(
+            "auditor_detection",
+            str,
+            "worker",
+            "Where the detectors run: 'worker' (a separate process; requests never wait for "
+            "detection) or 'inline' (in the proxy's event loop).",
+            choices=DETECTION_MODES,
+        )
+        loader.add_option(
+            "auditor_detection_queue",
+            int,
+            DEFAULT_DETECTION_QUEUE,
+            "Observations waiting for the detection worker; more are dropped and counted.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
+        if options.auditor_detection_queue <= 0:
+            raise OptionsError(
+                f"auditor_detection_queue must be a positive number of observations, "
+                f"not {options.auditor_detection_queue}"
+            )
+        # A pipeline_factory (tests watching observations) cannot cross into a process.
+        mode = "inline" if self.pipeline_factory is not None else options.auditor_detection
+        if (mode, options.auditor_detection_queue) != (self.detection_mode, self.detection_queue):
+            # Switching: every output is reopened where it now belongs.
+            updated = updated | WORKER_OPTIONS
+            self._stop_worker()
+            self.detection_mode = mode
+            self.detection_queue = options.auditor_detection_queue
         if "auditor_max_body_scan" in updated:
             if options.auditor_max_body_scan <= 0:
                 raise OptionsError(
@@ -616,6 +665,52 @@ class EgressAudit:
             self.pipeline = pipeline
         if updated & {"auditor_connections_jsonl"} or updated & DETECTION_OPTIONS:
             self._open_connection_records(options.auditor_connections_jsonl)
+        if self.detection_mode == "worker" and (self.worker is None or updated & WORKER_OPTIONS):
+            # The outputs above were opened to check the options (a clear error now, not in
+            # the worker later); the worker opens its own.
+            self.close_outputs()
+            self._stop_worker()
+            from auditor.proxy.detection_worker import DetectionWorker
+
+            self.worker = DetectionWorker(
+                {name: getattr(options, name) for name in sorted(WORKER_OPTIONS)},
+                self.detection_queue,
+            )
+            self.worker.start()
+
+    def open_outputs(self, options: Any) -> None:
+        """Detection context, pipeline and outputs from option values, at once (the detection
+        worker's start; ``configure`` does the same piece by piece)."""
+        self.context = detection_context_from(options)
+        self.findings_file = open_for_append(
+            options.auditor_findings_jsonl, "auditor_findings_jsonl"
+        )
+        self.recorder = open_findings_recorder(options.auditor_store, options.auditor_sinks)
+        self.pipeline = self._make_pipeline(self.context)
+        self._open_connection_records(options.auditor_connections_jsonl)
+
+    def close_outputs(self) -> None:
+        if self.findings_file is not None:
+            self.findings_file.close()
+            self.findings_file = None
+        if self.connections_file is not None:
+            self.connections_file.close()
+            self.connections_file, self.connection_writer = None, None
+        self._close_recorder()
+
+    def _stop_worker(self) -> list[str]:
+        """Stop the detection worker after it has finished what is queued; its host totals."""
+        if self.worker is None:
+            return []
+        worker, self.worker = self.worker, None
+        report = worker.stop()
+        self.stats["detection.dropped_queue_full"] += worker.dropped
+        self.stats["detection.worker_restarts"] += worker.restarts
+        self.stats["detection.lost_in_dead_worker"] += worker.lost
+        if report is None:
+            return ["[auditor] the detection worker gave no totals (see the warning above)"]
+        self.stats["errors.detection_worker"] += report.stats.get("errors", 0)
+        return report.summary_lines
 
     def _make_pipeline(self, detection: DetectionContext) -> Any:
         if self.pipeline_factory is not None:
@@ -688,6 +783,10 @@ class EgressAudit:
             self.stats["observations.before_configure"] += 1
             return
         obs.origin = ORIGIN
+        if self.worker is not None:
+            if not self.worker.submit(obs):  # full: dropped, the flow goes on at once
+                self.stats["skipped.detection_queue_full"] += 1
+            return
         self.pipeline.feed(obs)
 
     # -- TLS -------------------------------------------------------------------------------
@@ -869,35 +968,42 @@ class EgressAudit:
             self.client_disconnected(pending.client)
         for server_id in list(self.upstreams):
             self._feed_connection(self.upstreams.pop(server_id))
-        for line in self.summary_lines():
+        # The worker finishes what is queued (bounded wait) and closes its outputs first.
+        host_lines = self._stop_worker() if self.worker is not None else None
+        for line in self.summary_lines(host_lines):
             log.info(line)
-        if self.findings_file is not None:
-            self.findings_file.close()
-            self.findings_file = None
-        if self.connections_file is not None:
-            self.connections_file.close()
-            self.connections_file, self.connection_writer = None, None
-        self._close_recorder()
+        self.close_outputs()
 
-    def summary_lines(self) -> list[str]:
-        """Per-host totals (most severe first) and the adapter's own counters."""
-        lines = []
-        hosts = getattr(self.pipeline, "hosts", None)
-        rows = list(hosts.rows.values()) if hosts is not None else []
-        rows.sort(key=lambda r: (-(r.max_severity if r.max_severity is not None else -1), r.host))
-        lines.append(f"[auditor] {len(rows)} host(s) seen")
-        for row in rows:
-            severity = row.max_severity.label if row.max_severity is not None else "-"
-            findings = sum(f.count for f in row.findings.values())
-            kinds = ", ".join(sorted({f.kind for f in row.findings.values()}))
-            lines.append(
-                f"[auditor]   {row.host}: max {severity}, {findings} finding(s), "
-                f"{row.connections} connection(s){': ' + kinds if kinds else ''}"
-            )
-        errors = {k: v for k, v in sorted(self.stats.items()) if k.startswith(("errors.", "skip"))}
-        if errors:
-            lines.append(f"[auditor] problems (flows went on unchanged): {errors}")
+    def summary_lines(self, host_lines: list[str] | None = None) -> list[str]:
+        """Per-host totals (most severe first; the worker's when given) and the adapter's own
+        counters."""
+        lines = host_lines if host_lines is not None else host_summary_lines(self.pipeline)
+        lines = list(lines)
+        problems = {
+            k: v
+            for k, v in sorted(self.stats.items())
+            if k.startswith(("errors.", "skip", "detection.")) and v
+        }
+        if problems:
+            lines.append(f"[auditor] problems (flows went on unchanged): {problems}")
         return lines
+
+
+def host_summary_lines(pipeline: Any) -> list[str]:
+    """Per-host totals of a pipeline's host table, most severe first."""
+    hosts = getattr(pipeline, "hosts", None)
+    rows = list(hosts.rows.values()) if hosts is not None else []
+    rows.sort(key=lambda r: (-(r.max_severity if r.max_severity is not None else -1), r.host))
+    lines = [f"[auditor] {len(rows)} host(s) seen"]
+    for row in rows:
+        severity = row.max_severity.label if row.max_severity is not None else "-"
+        findings = sum(f.count for f in row.findings.values())
+        kinds = ", ".join(sorted({f.kind for f in row.findings.values()}))
+        lines.append(
+            f"[auditor]   {row.host}: max {severity}, {findings} finding(s), "
+            f"{row.connections} connection(s){': ' + kinds if kinds else ''}"
+        )
+    return lines
 
 
 def http_request_from(
