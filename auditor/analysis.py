@@ -6,6 +6,7 @@ engine yields observations, the pipeline turns them into findings and the per-ho
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,20 +71,30 @@ def analyse_captures(
 
     read = engine_reader(engine)
     pipeline = Pipeline(ctx, on_connection=on_connection, on_finding=on_finding)
+    # Signatures, modules and caches live for the whole run: move them out of the collector's
+    # sight, and collect young objects less often (observations are short-lived and acyclic;
+    # the flow table is bounded), which cut ~0.25 s per million packets.
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, *thresholds[1:])
     reports: list[CaptureReport] = []
-    for raw_path in paths:
-        path = Path(raw_path)
-        stats = CaptureStats()
-        report = CaptureReport(path=path, stats=stats)
-        reports.append(report)
+    try:
+        for raw_path in paths:
+            path = Path(raw_path)
+            stats = CaptureStats()
+            report = CaptureReport(path=path, stats=stats)
+            reports.append(report)
 
-        def file_progress(done: int, _path: Path = path) -> None:
-            if progress is not None:
-                progress(_path, done)
+            def file_progress(done: int, _path: Path = path) -> None:
+                if progress is not None:
+                    progress(_path, done)
 
-        try:
-            for obs in read(path, stats, progress=file_progress):
-                pipeline.feed(obs)
-        except CaptureError as exc:
-            report.error = str(exc)
+            try:
+                for obs in read(path, stats, progress=file_progress):
+                    pipeline.feed(obs)
+            except CaptureError as exc:
+                report.error = str(exc)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
     return OfflineResult(analysis=pipeline.result(), captures=reports)
