@@ -21,6 +21,11 @@ _GENERIC_SECRET = re.compile(
 )
 
 
+# Longest secret a pattern is expected to match (API keys run to ~200 characters, JWTs more):
+# text this far past the excerpt's end is masked too, so a key crossing the cut stays masked.
+MAX_SECRET_CHARS = 1024
+
+
 def fingerprint(secret: str) -> str:
     """A stable, non-reversible id for a secret: the first 12 hex digits of its SHA-256."""
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
@@ -50,9 +55,15 @@ def excerpt(
     """A short, secret-masked excerpt of ``text`` (the whole text when ``reveal``)."""
     if reveal:
         return text
-    # Mask before cutting, so a key cut in half at the limit is still masked.
-    flat = mask_in_text(" ".join(text.split()), patterns)
-    return flat[:limit] + ("…" if len(flat) > limit else "")
+    # Mask before cutting, so a key cut in half at the limit is still masked; only the part
+    # of the text that can reach the excerpt is masked (prompts run to tens of kilobytes).
+    window = limit + MAX_SECRET_CHARS
+    flat = " ".join(text[: 8 * window].split())
+    if len(flat) < window and len(text) > 8 * window:  # mostly white space: take it all
+        flat = " ".join(text.split())
+    longer = len(flat) > limit
+    flat = mask_in_text(flat[:window], patterns)
+    return flat[:limit] + ("…" if longer or len(flat) > limit else "")
 
 
 def text_digest(text: str) -> str:

@@ -236,7 +236,7 @@ def normalise_host(host: str) -> str:
     return host
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a loaded set is a cache key, never compared by value
 class Signatures:
     providers: list[ProviderEndpoint] = field(default_factory=list)
     relays: list[RelayDomain] = field(default_factory=list)

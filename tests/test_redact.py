@@ -28,3 +28,11 @@ def test_excerpt_masks_secrets_even_when_cut_at_the_limit() -> None:
 
 def test_excerpt_reveal_returns_whole_text() -> None:
     assert excerpt("a" * 500, limit=10, reveal=True) == "a" * 500
+
+
+def test_excerpt_of_a_long_prompt_masks_a_key_that_crosses_the_cut() -> None:
+    key = "sk-ant-api03-FAKE" + secrets.token_hex(40)
+    text = ("word " * 15) + key + (" filler" * 20_000)
+    out = excerpt(text, limit=100)
+    assert key[:20] not in out and out.endswith("…")
+    assert out.startswith("word word")

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -41,6 +42,12 @@ def is_loopback(address: str) -> bool:
 
 
 def matching_key_format(value: str, signatures: Signatures) -> KeyFormat | None:
+    """The first key format ``value`` matches (remembered: the same keys come back)."""
+    return _matching_key_format(value, signatures)
+
+
+@functools.lru_cache(maxsize=4096)
+def _matching_key_format(value: str, signatures: Signatures) -> KeyFormat | None:
     for key_format in signatures.key_formats:
         if key_format.pattern.search(value):
             return key_format

@@ -75,8 +75,23 @@ def find_credential(
     return None
 
 
+# The last request's answer: the pipeline and two detectors ask about the same request in a
+# row, and the answer costs a JSON parse of the body.
+_last_answer: list[tuple[HTTPRequest, list[ApiShape], LLMCall | None]] = []
+
+
 def recognise(request: HTTPRequest, shapes: list[ApiShape]) -> LLMCall | None:
     """The LLM call ``request`` is, or None when it matches no API shape."""
+    if _last_answer:
+        last_request, last_shapes, answer = _last_answer[0]
+        if last_request is request and last_shapes is shapes:
+            return answer
+    answer = _recognise(request, shapes)
+    _last_answer[:] = [(request, shapes, answer)]
+    return answer
+
+
+def _recognise(request: HTTPRequest, shapes: list[ApiShape]) -> LLMCall | None:
     path, query = split_target(request.path)
     method = request.method.upper()
     reading: BodyReading | None = None
