@@ -7,6 +7,7 @@ are handed to the addon's ``feed``, the single entry point every hook uses.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -120,10 +121,12 @@ def test_a_full_queue_drops_and_counts_without_blocking(
         addon.feed(obs)
     elapsed = time.monotonic() - started
     assert elapsed < 1.0  # put_nowait: a flow never waits for the worker
-    dropped = addon.stats["skipped.detection_queue_full"]
-    assert dropped == len(observations) - 4  # the queue held 4
-    assert addon.worker.dropped == dropped
-    assert any("detection_queue_full" in line for line in addon.summary_lines())
+    # No event loop runs here, so each observation is its own hand-over: the queue held 4.
+    assert addon.worker.dropped == len(observations) - 4
+    assert any(
+        f"'detection.dropped_queue_full': {len(observations) - 4}" in line
+        for line in addon.summary_lines()
+    )
 
 
 def test_a_killed_worker_is_restarted_and_later_findings_arrive(
@@ -164,3 +167,39 @@ def test_worker_options_are_checked_in_the_proxy(tmp_path: Path) -> None:
                 )
         finally:
             addon.done()
+
+
+def test_in_an_event_loop_observations_go_over_in_batches_and_all_arrive(tmp_path: Path) -> None:
+    from auditor.proxy.adapter import WORKER_OPTIONS
+    from auditor.proxy.detection_worker import BATCH_DELAY, DetectionWorker
+
+    options: dict[str, Any] = {name: "" for name in WORKER_OPTIONS}
+    options.update(auditor_reveal_evidence=False, auditor_sinks=[])
+    worker = DetectionWorker(options, queue_size=8)
+    observations = sample_observations()
+    worker.start()
+    try:
+
+        async def hand_over() -> int:
+            puts = 0
+            real_flush = worker.flush
+
+            def counting_flush() -> bool:
+                nonlocal puts
+                puts += bool(worker.batch)
+                return real_flush()
+
+            worker.flush = counting_flush  # type: ignore[method-assign]
+            for obs in observations:
+                worker.submit(obs)
+            await asyncio.sleep(BATCH_DELAY * 5)  # the last partial batch goes by the timer
+            return puts
+
+        puts = asyncio.run(hand_over())
+        assert not worker.batch
+        assert puts < len(observations) / 10  # batched, yet 8 hand-overs held all of them
+        assert worker.dropped == 0 and worker.handed_over == len(observations)
+    finally:
+        report = worker.stop()
+    assert report is not None and report.stats["observations"] == len(observations)
+    assert any("host(s) seen" in line for line in report.summary_lines)

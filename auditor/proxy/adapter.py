@@ -103,10 +103,10 @@ WORKER_OPTIONS = DETECTION_OPTIONS | {
     "auditor_connections_jsonl",
 }
 DETECTION_MODES = ("worker", "inline")
-# Observations waiting for the worker; beyond this they are dropped and counted. Bursts fit,
-# while a stalled worker cannot make the proxy hold unbounded bodies (each is at most
-# auditor_max_body_scan per direction).
-DEFAULT_DETECTION_QUEUE = 512
+# Hand-overs (an observation, or a batch of up to detection_worker.BATCH_SIZE) waiting for the
+# worker; beyond this they are dropped and counted. Bursts fit, while a stalled worker cannot
+# make the proxy hold unbounded bodies (each at most auditor_max_body_scan per direction).
+DEFAULT_DETECTION_QUEUE = 64
 
 # error() can follow response() for one flow; remembering this many fed flows is plenty.
 FED_FLOWS_REMEMBERED = 4096
@@ -139,6 +139,7 @@ def guarded(hook: HookFunction) -> HookFunction:
 # --- addresses and names -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # the same few addresses on every request of a connection
 def plain_ip(address: str) -> str:
     """'::ffff:127.0.0.1' -> '127.0.0.1' (dual-stack sockets report IPv4 peers mapped)."""
     try:
@@ -150,6 +151,7 @@ def plain_ip(address: str) -> str:
     return str(parsed)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text.strip("[]"))
@@ -617,7 +619,8 @@ class EgressAudit:
             "auditor_detection_queue",
             int,
             DEFAULT_DETECTION_QUEUE,
-            "Observations waiting for the detection worker; more are dropped and counted.",
+            "Hand-overs (batches of observations) waiting for the detection worker; more are "
+            "dropped and counted.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -784,8 +787,7 @@ class EgressAudit:
             return
         obs.origin = ORIGIN
         if self.worker is not None:
-            if not self.worker.submit(obs):  # full: dropped, the flow goes on at once
-                self.stats["skipped.detection_queue_full"] += 1
+            self.worker.submit(obs)  # never waits: a full queue drops (counted by the worker)
             return
         self.pipeline.feed(obs)
 
@@ -979,9 +981,13 @@ class EgressAudit:
         counters."""
         lines = host_lines if host_lines is not None else host_summary_lines(self.pipeline)
         lines = list(lines)
+        counts = Counter(self.stats)
+        if self.worker is not None:  # still running: its counts so far
+            counts["detection.dropped_queue_full"] += self.worker.dropped
+            counts["detection.worker_restarts"] += self.worker.restarts
         problems = {
             k: v
-            for k, v in sorted(self.stats.items())
+            for k, v in sorted(counts.items())
             if k.startswith(("errors.", "skip", "detection.")) and v
         }
         if problems:
