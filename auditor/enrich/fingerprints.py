@@ -13,11 +13,16 @@ the SNI extension, counts capped at 99, ALPN first/last character with the hex r
 non-alphanumeric bytes, sorted cipher list, sorted extension list without SNI and ALPN followed
 by the signature algorithms in wire order, and ``000000000000`` for an empty list. JA3 follows
 Salesforce's definition (github.com/salesforce/ja3): decimal fields, GREASE removed.
+
+Clients repeat the same hello shape thousands of times in a capture, so both fingerprints are
+computed from a tuple of exactly the fields they depend on and cached per distinct tuple: the
+string building and hashing run once per client shape, not once per handshake.
 """
 
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from auditor.model import ClientHello
 
@@ -80,11 +85,51 @@ def ja4_alpn(hello: ClientHello) -> str:
     return hex_text[0] + hex_text[-1]
 
 
+# Distinct hello shapes in one capture are few (one per client build); the bound only stops a
+# capture full of random hellos from growing the caches without limit.
+FINGERPRINT_CACHE_SIZE = 4096
+
+
 def ja4(hello: ClientHello, transport: str = "t") -> tuple[str, str]:
     """(JA4, JA4_r) of a ClientHello; ``transport`` is "t" (TCP), "q" (QUIC) or "d" (DTLS)."""
-    ciphers = [c for c in hello.cipher_suites if not is_grease(c)]
-    extensions = [e for e in hello.extensions if not is_grease(e)]
-    signature_algorithms = [s for s in hello.signature_algorithms if not is_grease(s)]
+    extensions = hello.extensions
+    # Only the fields JA4 reads go into the cache key: the first ALPN value (when the ALPN
+    # extension is there) and the versions list (when supported_versions is there).
+    first_alpn = hello.alpn[0] if hello.alpn and EXT_ALPN in extensions else ""
+    versions = tuple(hello.supported_versions) if EXT_SUPPORTED_VERSIONS in extensions else ()
+    return _ja4_cached(
+        transport,
+        hello.legacy_version,
+        tuple(hello.cipher_suites),
+        tuple(extensions),
+        versions,
+        tuple(hello.signature_algorithms),
+        first_alpn,
+    )
+
+
+@lru_cache(maxsize=FINGERPRINT_CACHE_SIZE)
+def _ja4_cached(
+    transport: str,
+    legacy_version: int,
+    cipher_suites: tuple[int, ...],
+    all_extensions: tuple[int, ...],
+    supported_versions: tuple[int, ...],
+    all_signature_algorithms: tuple[int, ...],
+    first_alpn: str,
+) -> tuple[str, str]:
+    """JA4 from the hello fields it depends on (see ``ja4``); cached per distinct shape."""
+    hello = ClientHello(
+        record_version=0,
+        legacy_version=legacy_version,
+        cipher_suites=list(cipher_suites),
+        extensions=list(all_extensions),
+        supported_versions=list(supported_versions),
+        alpn=[first_alpn] if first_alpn else [],
+    )
+    ciphers = [c for c in cipher_suites if not is_grease(c)]
+    extensions = [e for e in all_extensions if not is_grease(e)]
+    signature_algorithms = [s for s in all_signature_algorithms if not is_grease(s)]
 
     sni = "d" if EXT_SERVER_NAME in extensions else "i"
     prefix = (
@@ -105,12 +150,30 @@ def ja4(hello: ClientHello, transport: str = "t") -> tuple[str, str]:
 
 def ja3(hello: ClientHello) -> tuple[str, str]:
     """(JA3 string, its MD5 hex): version,ciphers,extensions,groups,point formats in decimal."""
+    return _ja3_cached(
+        hello.legacy_version,
+        tuple(hello.cipher_suites),
+        tuple(hello.extensions),
+        tuple(hello.supported_groups),
+        tuple(hello.ec_point_formats),
+    )
+
+
+@lru_cache(maxsize=FINGERPRINT_CACHE_SIZE)
+def _ja3_cached(
+    legacy_version: int,
+    cipher_suites: tuple[int, ...],
+    extensions: tuple[int, ...],
+    supported_groups: tuple[int, ...],
+    ec_point_formats: tuple[int, ...],
+) -> tuple[str, str]:
+    """JA3 from the hello fields it depends on; cached per distinct shape."""
     fields = [
-        str(hello.legacy_version),
-        "-".join(str(c) for c in hello.cipher_suites if not is_grease(c)),
-        "-".join(str(e) for e in hello.extensions if not is_grease(e)),
-        "-".join(str(g) for g in hello.supported_groups if not is_grease(g)),
-        "-".join(str(f) for f in hello.ec_point_formats),
+        str(legacy_version),
+        "-".join(str(c) for c in cipher_suites if not is_grease(c)),
+        "-".join(str(e) for e in extensions if not is_grease(e)),
+        "-".join(str(g) for g in supported_groups if not is_grease(g)),
+        "-".join(str(f) for f in ec_point_formats),
     ]
     text = ",".join(fields)
     # MD5 is what JA3 is defined with; it names a fingerprint, it protects nothing.
