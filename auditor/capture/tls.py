@@ -14,10 +14,16 @@ into names is the job of ``signatures/`` (see ``auditor.signatures``).
 
 Errors: a stream that merely ends early is not an error (``None`` / a partial result); bytes that
 cannot be a valid handshake raise ``TLSParseError`` whose message says what was wrong and where.
+
+Speed: ``parse_client_hello`` first tries a flat parser that reads the one body buffer by offset
+(no reader or per-extension objects); anything it does not fully accept is parsed again by the
+bounds-checked reader, which raises the precise error. Both accept exactly the same input and
+build the same ``ClientHello``.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -273,6 +279,154 @@ def parse_client_hello(handshake_body: bytes, record_version: int = 0x0301) -> C
     ``record_version`` is what the record layer said (0 when there was none, as in QUIC).
     The JA4 (transport "t") and JA3 fingerprints are filled in.
     """
+    hello = _parse_client_hello_flat(handshake_body, record_version)
+    if hello is None:
+        # Malformed (or unusual enough to doubt): the checked reader gives the exact error.
+        hello = _parse_client_hello_checked(handshake_body, record_version)
+    hello.ja4, hello.ja4_r = ja4(hello)
+    hello.ja3, hello.ja3_hash = ja3(hello)
+    return hello
+
+
+def _uint16_values(data: bytes, start: int, length: int) -> list[int] | None:
+    """``length`` bytes at ``start`` as big-endian 16-bit values; None for an odd length."""
+    if length & 1:
+        return None
+    return list(struct.unpack_from(f">{length >> 1}H", data, start))
+
+
+def _parse_client_hello_flat(body: bytes, record_version: int) -> ClientHello | None:
+    """The ClientHello read by offsets over ``body``; None when anything is out of bounds.
+
+    Mirrors ``_parse_client_hello_checked`` field by field (same acceptance, same result); it
+    only gives up instead of naming the error.
+    """
+    end = len(body)
+    if end < 35:
+        return None
+    legacy_version = (body[0] << 8) | body[1]
+    session_length = body[34]
+    pos = 35 + session_length
+    if session_length > 32 or pos + 2 > end:
+        return None
+    cipher_length = (body[pos] << 8) | body[pos + 1]
+    pos += 2
+    if cipher_length == 0 or pos + cipher_length > end:
+        return None
+    cipher_suites = _uint16_values(body, pos, cipher_length)
+    if cipher_suites is None:
+        return None
+    pos += cipher_length
+    if pos >= end:
+        return None
+    compression_length = body[pos]
+    pos += 1 + compression_length
+    if compression_length == 0 or pos > end:
+        return None
+    extensions: list[int] = []
+    hello = ClientHello(
+        record_version=record_version,
+        legacy_version=legacy_version,
+        cipher_suites=cipher_suites,
+        extensions=extensions,
+    )
+    if pos == end:
+        return hello  # no extensions (SSL 3.0 / early TLS 1.0)
+    if pos + 2 > end:
+        return None
+    block_end = pos + 2 + ((body[pos] << 8) | body[pos + 1])
+    if block_end > end:
+        return None
+    pos += 2
+    while pos < block_end:
+        if pos + 4 > block_end:
+            return None
+        ext_type = (body[pos] << 8) | body[pos + 1]
+        data_start = pos + 4
+        data_end = data_start + ((body[pos + 2] << 8) | body[pos + 3])
+        if data_end > block_end:
+            return None
+        extensions.append(ext_type)
+        if ext_type == EXT_SERVER_NAME:
+            if data_end > data_start and not _flat_server_name(hello, body, data_start, data_end):
+                return None
+        elif ext_type == EXT_ALPN:
+            if not _flat_alpn(hello, body, data_start, data_end):
+                return None
+        elif ext_type in (EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_GROUPS):
+            if data_start + 2 > data_end:
+                return None
+            list_length = (body[data_start] << 8) | body[data_start + 1]
+            if data_start + 2 + list_length > data_end:
+                return None
+            values = _uint16_values(body, data_start + 2, list_length)
+            if values is None:
+                return None
+            if ext_type == EXT_SIGNATURE_ALGORITHMS:
+                hello.signature_algorithms = values
+            else:
+                hello.supported_groups = values
+        elif ext_type in (EXT_EC_POINT_FORMATS, EXT_SUPPORTED_VERSIONS):
+            if data_start + 1 > data_end:
+                return None
+            list_length = body[data_start]
+            if data_start + 1 + list_length > data_end:
+                return None
+            if ext_type == EXT_EC_POINT_FORMATS:
+                hello.ec_point_formats = list(body[data_start + 1 : data_start + 1 + list_length])
+            else:
+                versions = _uint16_values(body, data_start + 1, list_length)
+                if versions is None:
+                    return None
+                hello.supported_versions = versions
+        pos = data_end
+    return hello
+
+
+def _flat_server_name(hello: ClientHello, body: bytes, start: int, end: int) -> bool:
+    """Read a non-empty SNI extension at body[start:end]; False when it is malformed."""
+    if start + 2 > end:
+        return False
+    list_end = start + 2 + ((body[start] << 8) | body[start + 1])
+    if list_end > end:
+        return False
+    pos = start + 2
+    while pos < list_end:
+        if pos + 3 > list_end:
+            return False
+        name_type = body[pos]
+        name_end = pos + 3 + ((body[pos + 1] << 8) | body[pos + 2])
+        if name_end > list_end:
+            return False
+        if name_type == 0 and hello.server_name is None:
+            # Host names are ASCII (RFC 6066 §3); keep odd bytes visible, never fail on them.
+            hello.server_name = body[pos + 3 : name_end].decode("ascii", errors="backslashreplace")
+        pos = name_end
+    return True
+
+
+def _flat_alpn(hello: ClientHello, body: bytes, start: int, end: int) -> bool:
+    """Read an ALPN extension at body[start:end]; False when it is malformed."""
+    if start + 2 > end:
+        return False
+    list_end = start + 2 + ((body[start] << 8) | body[start + 1])
+    if list_end > end:
+        return False
+    pos = start + 2
+    alpn = hello.alpn
+    while pos < list_end:
+        name_end = pos + 1 + body[pos]
+        if name_end > list_end:
+            return False
+        # latin-1 keeps the exact bytes recoverable (JA4 needs them).
+        alpn.append(body[pos + 1 : name_end].decode("latin-1"))
+        pos = name_end
+    return True
+
+
+def _parse_client_hello_checked(handshake_body: bytes, record_version: int) -> ClientHello:
+    """The ClientHello read with bounds-checked readers: raises a ``TLSParseError`` naming
+    the field that is wrong. Fingerprints are left to the caller."""
     reader = _Reader(handshake_body, "ClientHello")
     legacy_version = reader.uint(2, "legacy_version")
     reader.take(32, "random")
@@ -296,8 +450,6 @@ def parse_client_hello(handshake_body: bytes, record_version: int = 0x0301) -> C
         for ext_type, ext_data in _extensions(reader.vector(2, "extensions"), "ClientHello"):
             hello.extensions.append(ext_type)
             _read_client_extension(hello, ext_type, ext_data)
-    hello.ja4, hello.ja4_r = ja4(hello)
-    hello.ja3, hello.ja3_hash = ja3(hello)
     return hello
 
 

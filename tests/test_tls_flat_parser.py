@@ -1,0 +1,114 @@
+"""The flat ClientHello parser in ``auditor.capture.tls`` against the checked reader it mirrors.
+
+``parse_client_hello`` reads a body by offsets first and only falls back to the bounds-checked
+reader when the flat parser gives up; both must accept exactly the same bodies and build the
+same ``ClientHello``. Real hellos come from Python's ssl module writing into a memory BIO (no
+socket); broken ones are seeded random mutations of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import ssl
+
+import pytest
+
+from auditor.capture.tls import (
+    TLSParseError,
+    _parse_client_hello_checked,
+    _parse_client_hello_flat,
+    parse_client_hello,
+)
+from auditor.enrich.fingerprints import _ja3_cached, _ja4_cached, ja3, ja4
+from auditor.model import ClientHello
+
+
+def python_client_hello_body(server_name: str, alpn: list[str]) -> bytes:
+    """The handshake body of the ClientHello Python's ssl sends (from a memory BIO)."""
+    context = ssl.create_default_context()
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    connection = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        connection.do_handshake()
+    record = outgoing.read()
+    assert record[0] == 22 and record[5] == 1  # handshake record holding a ClientHello
+    length = int.from_bytes(record[6:9], "big")
+    return record[9 : 9 + length]
+
+
+@pytest.fixture(scope="module")
+def real_bodies() -> list[bytes]:
+    return [
+        python_client_hello_body("api.example.test", ["h2", "http/1.1"]),
+        python_client_hello_body("relay.example.test", []),
+    ]
+
+
+def checked_or_error(body: bytes) -> ClientHello | str:
+    try:
+        return _parse_client_hello_checked(body, 0x0301)
+    except TLSParseError as error:
+        return f"error: {error}"
+
+
+def test_real_hello_reads_the_same_both_ways(real_bodies: list[bytes]) -> None:
+    for body in real_bodies:
+        flat = _parse_client_hello_flat(body, 0x0301)
+        assert flat is not None, "a well-formed hello must not need the fallback"
+        assert flat == _parse_client_hello_checked(body, 0x0301)
+    hello = parse_client_hello(real_bodies[0])
+    assert hello.server_name == "api.example.test"
+    assert hello.alpn == ["h2", "http/1.1"]
+    assert hello.ja4.startswith("t13d") and hello.ja4[8:10] == "h2"
+
+
+def test_flat_and_checked_accept_the_same_mutated_bodies(real_bodies: list[bytes]) -> None:
+    rng = random.Random(14)
+    accepted = rejected = 0
+    for _ in range(3000):
+        body = bytearray(rng.choice(real_bodies))
+        kind = rng.randrange(3)
+        if kind == 0:  # flip bytes, often hitting a length field
+            for _ in range(rng.randint(1, 3)):
+                body[rng.randrange(len(body))] = rng.randrange(256)
+        elif kind == 1:  # truncate
+            del body[rng.randrange(len(body)) :]
+        else:  # small length nudges keep the structure mostly intact
+            index = rng.randrange(len(body))
+            body[index] = (body[index] + rng.choice((-2, -1, 1, 2))) % 256
+        flat = _parse_client_hello_flat(bytes(body), 0x0301)
+        checked = checked_or_error(bytes(body))
+        if isinstance(checked, str):
+            assert flat is None, f"flat parser accepted what the checked one rejects: {checked}"
+            rejected += 1
+        else:
+            assert flat == checked
+            accepted += 1
+    assert accepted > 100 and rejected > 100  # both branches really exercised
+
+
+def test_public_parser_keeps_the_checked_error_message(real_bodies: list[bytes]) -> None:
+    body = real_bodies[0][:80]  # ends inside the cipher suite list
+    with pytest.raises(TLSParseError, match="ClientHello cipher_suites length"):
+        parse_client_hello(body)
+
+
+def test_fingerprint_cache_gives_the_uncached_answer_for_each_shape(
+    real_bodies: list[bytes],
+) -> None:
+    _ja4_cached.cache_clear()
+    _ja3_cached.cache_clear()
+    first = parse_client_hello(real_bodies[0])
+    again = parse_client_hello(real_bodies[0])
+    assert (again.ja4, again.ja4_r, again.ja3_hash) == (first.ja4, first.ja4_r, first.ja3_hash)
+    assert _ja4_cached.cache_info().hits >= 1 and _ja3_cached.cache_info().hits >= 1
+    # A field JA4 reads changes the key: a different first ALPN value is a different JA4.
+    other = dataclasses.replace(first, alpn=["http/1.1"])
+    assert ja4(other)[0][8:10] == "h1" and ja4(first)[0][8:10] == "h2"
+    # Fields JA4 ignores (server name, later ALPN values) share one cache entry.
+    renamed = dataclasses.replace(first, server_name="other.example.test", alpn=["h2"])
+    assert ja4(renamed) == ja4(first)
+    assert ja3(dataclasses.replace(first, supported_groups=[23])) != ja3(first)
