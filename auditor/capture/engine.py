@@ -706,8 +706,7 @@ class _Engine:
                 body_error=request.body_error,
                 encrypted=False,
             )
-            if len(flow.http) < MAX_MESSAGES_PER_CONNECTION:
-                flow.http.append(observation)
+            flow.add_http(observation, MAX_MESSAGES_PER_CONNECTION)
             state.unanswered.append(observation)
             if len(state.unanswered) > MAX_UNANSWERED_REQUESTS:
                 self._emit(state.unanswered.popleft())  # its answer is too far behind
@@ -823,8 +822,8 @@ class _Engine:
             rcode=parsed.rcode if parsed.is_response else None,
             answers=parsed.answers,
         )
-        if len(flow.dns) < MAX_MESSAGES_PER_CONNECTION:
-            flow.dns.append(observation)  # all are emitted; the Connection refers to the first
+        # All are emitted; the Connection refers to the first few.
+        flow.add_dns(observation, MAX_MESSAGES_PER_CONNECTION)
         self._emit(observation)
 
     # -- flow ends ----------------------------------------------------------------------------
@@ -841,7 +840,7 @@ class _Engine:
         if flow.app == "tls" and flow.tls is None and isinstance(flow.app_state, _TLSState):
             self._emit_tls(flow, flow.app_state)
         tls = flow.tls if isinstance(flow.tls, TLSHandshake) else None
-        http = [h for h in flow.http if isinstance(h, HTTPRequest)]
+        http = [h for h in flow.http if isinstance(h, HTTPRequest)] if flow.http else []
         server_name = None
         if tls is not None and tls.client is not None:
             server_name = tls.client.server_name
@@ -864,7 +863,7 @@ class _Engine:
                 bytes_in=flow.server.bytes,
                 tls=tls,
                 http=http,
-                dns=[d for d in flow.dns if isinstance(d, DNSMessage)],
+                dns=[d for d in flow.dns if isinstance(d, DNSMessage)] if flow.dns else [],
                 app_protocol=app,
                 client_direction_guessed=flow.direction_guessed,
             )

@@ -11,6 +11,10 @@ False and its packets only bump counters.
 Memory does not grow with the capture: ended flows leave a small tombstone (so trailing ACKs do
 not start a new flow) that the idle sweep removes, idle flows are swept in capture time, and the
 table holds at most ``max_flows`` flows (the oldest are ended early when it is full).
+
+A capture holds thousands of flows at once, most of which never buffer anything: per-flow lists
+(segment times, a flow's HTTP and DNS messages) are created on first use, so an idle flow costs
+three objects the garbage collector has to walk, not seven.
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ class Direction:
         self.next_seq: int | None = None  # TCP sequence number of the next in-order byte
         # Out-of-order segments (payload, capture time) by sequence number.
         self.pending: dict[int, tuple[bytes, float]] = {}
-        self.segment_times: list[tuple[int, float]] = []  # (stream offset, capture time)
+        # (stream offset, capture time) of buffered segments; None until the first one.
+        self.segment_times: list[tuple[int, float]] | None = None
         self.skip = 0  # stream bytes to drop before buffering again (rest of a long body)
         self.fin = False
         # A hole that will not be filled (lost or snap-length-cut segment): nothing after it can
@@ -152,7 +157,11 @@ class Direction:
             self.first_data_ts = ts
         if len(self.data) >= self.cap:
             return  # full: the parsers decide what happens (they stop or consume)
-        self.segment_times.append((self.buffer_offset + len(self.data), ts))
+        entry = (self.buffer_offset + len(self.data), ts)
+        if self.segment_times is None:
+            self.segment_times = [entry]
+        else:
+            self.segment_times.append(entry)
         # The whole segment is kept (the buffer may pass the cap by one segment) so that the
         # stream offsets stay exact: an HTTP parser skipping the rest of a body relies on it.
         self.data += payload
@@ -160,7 +169,7 @@ class Direction:
     def time_at(self, offset: int) -> float:
         """Capture time of the segment holding stream offset ``offset``."""
         found = self.first_data_ts or self.last_seen
-        for start, ts in self.segment_times:
+        for start, ts in self.segment_times or ():
             if start > offset:
                 break
             found = ts
@@ -171,6 +180,8 @@ class Direction:
         del self.data[:count]
         self.buffer_offset += count
         times = self.segment_times
+        if not times:
+            return
         keep_from = 0
         # Keep the entry covering the new start, drop those wholly before it.
         while keep_from + 1 < len(times) and times[keep_from + 1][0] <= self.buffer_offset:
@@ -183,7 +194,7 @@ class Direction:
         self.collecting = False
         self.data = bytearray()
         self.pending = {}
-        self.segment_times = []
+        self.segment_times = None
 
 
 class Flow:
@@ -231,13 +242,28 @@ class Flow:
         self.app: str | None = None  # "tls", "http", "dns", "quic", "other"; None: undecided
         self.app_state: object = None  # parser state owned by the engine
         self.tls: object = None  # the TLSHandshake emitted or being built
-        self.http: list[object] = []
-        self.dns: list[object] = []
+        # The flow's HTTP requests / DNS messages (see ``add_http`` / ``add_dns``); None: none yet.
+        self.http: list[object] | None = None
+        self.dns: list[object] | None = None
         self.tunnel_host: str | None = None  # CONNECT target when the flow became a tunnel
 
     @property
     def last_seen(self) -> float:
         return max(self.client.last_seen, self.server.last_seen, self.first_seen)
+
+    def add_http(self, request: object, limit: int) -> None:
+        """Keep ``request`` for the flow's Connection, up to ``limit`` of them."""
+        if self.http is None:
+            self.http = []
+        if len(self.http) < limit:
+            self.http.append(request)
+
+    def add_dns(self, message: object, limit: int) -> None:
+        """Keep ``message`` for the flow's Connection, up to ``limit`` of them."""
+        if self.dns is None:
+            self.dns = []
+        if len(self.dns) < limit:
+            self.dns.append(message)
 
 
 def _server_port_side(src_port: int, dst_port: int) -> bool | None:
