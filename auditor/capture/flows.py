@@ -251,6 +251,17 @@ class Flow:
     def last_seen(self) -> float:
         return max(self.client.last_seen, self.server.last_seen, self.first_seen)
 
+    def detach(self) -> None:
+        """Drop the links to the directions (the flow is out of the table and reported).
+
+        Flow and directions point at each other; without this, every removed flow would be a
+        reference cycle left for the garbage collector's full passes (about 0.25 s CPU on a
+        1M-packet capture). Detached, reference counting frees them as soon as they are
+        unused. A direction keeps its ``flow`` (the bulk path may still count packets on it).
+        """
+        if hasattr(self, "client"):
+            del self.client, self.server
+
     def add_http(self, request: object, limit: int) -> None:
         """Keep ``request`` for the flow's Connection, up to ``limit`` of them."""
         if self.http is None:
@@ -342,6 +353,11 @@ class FlowTable:
         return flow.client if sender_is_client else flow.server
 
     def remove(self, flow: Flow) -> None:
+        """Forget a flow (ended and reported, or a tombstone past its linger).
+
+        The flow is detached from its directions (``Flow.detach``), so it can no longer be
+        asked for them or for ``last_seen``; its id, tuple and parser results stay readable.
+        """
         table = self.tcp if flow.transport == IPPROTO_TCP else self.udp
         for key in flow.keys:
             direction = table.get(key)
@@ -350,6 +366,7 @@ class FlowTable:
                 if self.removed is not None:
                     self.removed.append((flow.transport, key))
         self.flows.pop(flow.id, None)
+        flow.detach()
 
     def sweep(self, now: float) -> Iterator[Flow]:
         """Flows to end now: idle too long (tombstones past their linger are just dropped)."""
