@@ -371,7 +371,13 @@ class FlowTable:
     def sweep(self, now: float) -> Iterator[Flow]:
         """Flows to end now: idle too long (tombstones past their linger are just dropped)."""
         for flow in list(self.flows.values()):
-            idle = now - flow.last_seen
+            # ``Flow.last_seen`` written out: this loop visits every flow at every sweep.
+            last_seen = flow.first_seen
+            if flow.client.last_seen > last_seen:
+                last_seen = flow.client.last_seen
+            if flow.server.last_seen > last_seen:
+                last_seen = flow.server.last_seen
+            idle = now - last_seen
             if flow.closed:
                 if idle >= CLOSED_LINGER:
                     self.remove(flow)
