@@ -7,7 +7,8 @@ change is their direction's packet and byte counters and its ``last_seen``. The 
 per-packet loop (``engine._pcap_loop``) takes them on an inlined fast path; this module takes
 the same packets, with exactly the same rule, a chunk (``BULK_CHUNK`` bytes) at a time:
 
-1. a tight loop finds where each record starts (the only per-packet Python);
+1. a tight loop finds where each record starts: in C (``_record_walk.c``, built by
+   ``pip install -e .``) or, when that is not built, the Python ``_record_starts``;
 2. numpy gathers, for every record at once, the fields the fast path reads: Ethernet type
    (one 802.1Q tag allowed), IPv4 without options and not a fragment, or IPv6 without
    extension headers, TCP/UDP, TCP flags, IP payload length, the flow-table key;
@@ -42,6 +43,12 @@ from auditor.capture.packets import IPPROTO_TCP, IPPROTO_UDP, LINKTYPE_ETHERNET,
 from auditor.capture.reader import Capture
 from auditor.model import Observation
 
+try:
+    # The record walk in C: optional, built from _record_walk.c when a compiler is available.
+    from auditor.capture import _record_walk as _native_walk
+except ImportError:  # not built: the Python walk below does the same
+    _native_walk = None
+
 if TYPE_CHECKING:
     from auditor.capture.engine import _Engine
 
@@ -60,7 +67,7 @@ def bulk_pcap_loop(
 ) -> Iterator[Observation]:
     """Observations of a classic pcap (any link type; only Ethernet has a bulk path)."""
     chunk_size = chunk_size or BULK_CHUNK
-    caplen_at = struct.Struct(capture.byte_order + "8xI").unpack_from
+    record_starts = record_walker(capture.byte_order)
     buf: bytes | None = b""
     pos = 0
     packets = 0
@@ -70,7 +77,7 @@ def bulk_pcap_loop(
             buf = capture.refill(buf, pos, chunk_size)  # type: ignore[arg-type]
             if buf is None:
                 break
-            starts, pos = _record_starts(buf, caplen_at)
+            starts, pos = record_starts(buf)
             if not starts:
                 continue
             chunk = _Chunk(engine, capture, buf, starts)
@@ -80,6 +87,18 @@ def bulk_pcap_loop(
     finally:
         engine.stats.packets += packets
         engine.stats.bytes += captured
+
+
+def record_walker(byte_order: str, native: bool = True) -> Callable[[bytes], tuple[list[int], int]]:
+    """``walk(buf)`` -> (offsets of the complete records in ``buf``, where the first incomplete
+    one starts), for pcap record headers in ``byte_order`` ("<" or ">"). The C walk when it is
+    built and ``native``, else the Python one: same results."""
+    if native and _native_walk is not None:
+        little_endian = byte_order == "<"
+        native_starts = _native_walk.record_starts
+        return lambda buf: native_starts(buf, little_endian)  # type: ignore[no-any-return]
+    caplen_at = struct.Struct(byte_order + "8xI").unpack_from
+    return lambda buf: _record_starts(buf, caplen_at)
 
 
 def _record_starts(buf: bytes, caplen_at: object) -> tuple[list[int], int]:
