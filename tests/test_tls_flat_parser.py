@@ -16,9 +16,11 @@ import pytest
 
 from auditor.capture.tls import (
     TLSParseError,
+    _client_hellos,
     _parse_client_hello_checked,
     _parse_client_hello_flat,
     parse_client_hello,
+    parse_client_stream,
 )
 from auditor.enrich.fingerprints import _ja3_cached, _ja4_cached, ja3, ja4
 from auditor.model import ClientHello
@@ -112,3 +114,41 @@ def test_fingerprint_cache_gives_the_uncached_answer_for_each_shape(
     renamed = dataclasses.replace(first, server_name="other.example.test", alpn=["h2"])
     assert ja4(renamed) == ja4(first)
     assert ja3(dataclasses.replace(first, supported_groups=[23])) != ja3(first)
+
+
+def stream_result(parse: object, data: bytes) -> object:
+    try:
+        return parse(data)  # type: ignore[operator]
+    except TLSParseError as error:
+        return f"error: {error}"
+
+
+def walk_only(data: bytes) -> ClientHello | None:
+    """``parse_client_stream`` without its one-record shortcut (the walk it replaced)."""
+    if not data or data[0] != 0x16:
+        return parse_client_stream(data)  # SSLv2 / not a handshake: the shortcut is not tried
+    return next(_client_hellos(data), None)
+
+
+def test_one_record_shortcut_matches_the_record_walk(real_bodies: list[bytes]) -> None:
+    rng = random.Random(22)
+    shortcut_taken = 0
+    for _ in range(2000):
+        body = rng.choice(real_bodies)
+        message = bytes([1]) + len(body).to_bytes(3, "big") + body
+        data = bytearray(b"\x16\x03\x01" + len(message).to_bytes(2, "big") + message)
+        for _ in range(rng.randint(0, 2)):
+            index = (
+                rng.randrange(min(len(data), 12))
+                if rng.random() < 0.7
+                else rng.randrange(len(data))
+            )
+            data[index] = rng.randrange(256)
+        if rng.random() < 0.2:
+            del data[rng.randrange(len(data)) :]
+        if rng.random() < 0.3:
+            data += rng.randbytes(rng.randrange(1, 40))  # a following record or junk
+        walked = stream_result(walk_only, bytes(data))
+        assert stream_result(parse_client_stream, bytes(data)) == walked
+        shortcut_taken += isinstance(walked, ClientHello)
+    assert shortcut_taken > 200

@@ -570,6 +570,15 @@ def parse_client_stream(data: bytes) -> ClientHello | None:
         raise TLSParseError(
             f"client stream starts with byte 0x{data[0]:02x}, not a TLS handshake record"
         )
+    # Common case first: the whole ClientHello in the first record. These are the checks the
+    # record and message walk makes on that record; anything else takes the walk.
+    if len(data) >= 9 and data[1] == 3 and data[5] == HANDSHAKE_CLIENT_HELLO:
+        record_length = (data[3] << 8) | data[4]
+        message_length = (data[6] << 16) | (data[7] << 8) | data[8]
+        if 4 + message_length <= record_length <= MAX_RECORD_LENGTH and (
+            len(data) >= 5 + record_length
+        ):
+            return parse_client_hello(bytes(data[9 : 9 + message_length]), (3 << 8) | data[2])
     return next(_client_hellos(data), None)
 
 
