@@ -1,4 +1,4 @@
-"""The flat ClientHello parser in ``auditor.capture.tls`` against the checked reader it mirrors.
+"""The flat hello parsers in ``auditor.capture.tls`` against the checked readers they mirror.
 
 ``parse_client_hello`` reads a body by offsets first and only falls back to the bounds-checked
 reader when the flat parser gives up; both must accept exactly the same bodies and build the
@@ -15,10 +15,13 @@ import ssl
 import pytest
 
 from auditor.capture.tls import (
+    HELLO_RETRY_REQUEST_RANDOM,
     TLSParseError,
     _client_hellos,
     _parse_client_hello_checked,
     _parse_client_hello_flat,
+    _parse_server_hello_checked,
+    _parse_server_hello_flat,
     parse_client_hello,
     parse_client_stream,
 )
@@ -152,3 +155,56 @@ def test_one_record_shortcut_matches_the_record_walk(real_bodies: list[bytes]) -
         assert stream_result(parse_client_stream, bytes(data)) == walked
         shortcut_taken += isinstance(walked, ClientHello)
     assert shortcut_taken > 200
+
+
+def server_hello_body(random_bytes: bytes, alpn: bytes) -> bytes:
+    """A TLS 1.3-style ServerHello body: supported_versions, key_share and optionally ALPN."""
+    extensions = b"\x00\x2b\x00\x02\x03\x04"  # supported_versions: TLS 1.3
+    extensions += b"\x00\x33\x00\x24\x00\x1d\x00\x20" + bytes(range(32))  # key_share x25519
+    if alpn:
+        names = bytes([len(alpn)]) + alpn
+        alpn_data = len(names).to_bytes(2, "big") + names
+        extensions += b"\x00\x10" + len(alpn_data).to_bytes(2, "big") + alpn_data
+    return (
+        b"\x03\x03"
+        + random_bytes
+        + b"\x20"
+        + bytes(range(100, 132))
+        + b"\x13\x01\x00"
+        + len(extensions).to_bytes(2, "big")
+        + extensions
+    )
+
+
+def server_result(parse: object, body: bytes) -> object:
+    try:
+        return parse(body)  # type: ignore[operator]
+    except TLSParseError:
+        return "error"
+
+
+def test_flat_server_hello_matches_the_checked_reader() -> None:
+    bodies = [
+        server_hello_body(bytes(range(32)), b"h2"),
+        server_hello_body(HELLO_RETRY_REQUEST_RANDOM, b""),
+    ]
+    hello, is_retry = _parse_server_hello_flat(bodies[0]) or (None, None)
+    assert hello is not None and (hello.version, hello.alpn, is_retry) == (0x0304, "h2", False)
+    assert _parse_server_hello_flat(bodies[1])[1] is True  # type: ignore[index]
+    rng = random.Random(2)
+    parsed = failed = 0
+    for _ in range(3000):
+        body = bytearray(rng.choice(bodies))
+        for _ in range(rng.randint(1, 2)):
+            body[rng.randrange(len(body))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            del body[rng.randrange(len(body)) :]
+        checked = server_result(_parse_server_hello_checked, bytes(body))
+        flat = _parse_server_hello_flat(bytes(body))
+        if checked == "error":
+            assert flat is None
+            failed += 1
+        else:
+            assert flat == checked
+            parsed += 1
+    assert parsed > 300 and failed > 300

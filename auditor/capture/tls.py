@@ -618,6 +618,64 @@ def parse_server_hello(handshake_body: bytes) -> ServerHello:
 
 def _parse_server_hello(handshake_body: bytes) -> tuple[ServerHello, bool]:
     """The ServerHello and whether it is a HelloRetryRequest."""
+    parsed = _parse_server_hello_flat(handshake_body)
+    if parsed is None:
+        # Malformed (or unusual enough to doubt): the checked reader gives the exact error.
+        parsed = _parse_server_hello_checked(handshake_body)
+    return parsed
+
+
+def _parse_server_hello_flat(body: bytes) -> tuple[ServerHello, bool] | None:
+    """``_parse_server_hello_checked`` by offsets over ``body``; None where it would fail."""
+    end = len(body)
+    if end < 35:
+        return None
+    session_length = body[34]
+    pos = 35 + session_length
+    if session_length > 32 or pos + 3 > end:
+        return None
+    hello = ServerHello(
+        legacy_version=(body[0] << 8) | body[1], cipher_suite=(body[pos] << 8) | body[pos + 1]
+    )
+    pos += 3  # cipher suite, compression method
+    if pos < end:
+        if pos + 2 > end:
+            return None
+        block_end = pos + 2 + ((body[pos] << 8) | body[pos + 1])
+        if block_end > end:
+            return None
+        pos += 2
+        while pos < block_end:
+            if pos + 4 > block_end:
+                return None
+            ext_type = (body[pos] << 8) | body[pos + 1]
+            data_start = pos + 4
+            data_end = data_start + ((body[pos + 2] << 8) | body[pos + 3])
+            if data_end > block_end:
+                return None
+            hello.extensions.append(ext_type)
+            if ext_type == EXT_SUPPORTED_VERSIONS:
+                if data_start + 2 > data_end:
+                    return None
+                hello.selected_version = (body[data_start] << 8) | body[data_start + 1]
+            elif ext_type == EXT_ALPN:
+                # The protocol list, then its first name (the one the server selected).
+                if data_start + 2 > data_end:
+                    return None
+                list_end = data_start + 2 + ((body[data_start] << 8) | body[data_start + 1])
+                name_start = data_start + 3
+                if list_end > data_end or name_start > list_end:
+                    return None
+                name_end = name_start + body[data_start + 2]
+                if name_end > list_end:
+                    return None
+                hello.alpn = body[name_start:name_end].decode("latin-1")
+            pos = data_end
+    return hello, body[2:34] == HELLO_RETRY_REQUEST_RANDOM
+
+
+def _parse_server_hello_checked(handshake_body: bytes) -> tuple[ServerHello, bool]:
+    """The ServerHello read with bounds-checked readers (errors name the bad field)."""
     reader = _Reader(handshake_body, "ServerHello")
     legacy_version = reader.uint(2, "legacy_version")
     random = reader.take(32, "random")
