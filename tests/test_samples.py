@@ -5,8 +5,9 @@ runs it. It checks three things:
 
 1. the capture itself, read by tshark: names, addresses, TLS versions and cipher suites are
    what the script staged (so a regenerated sample still shows every case);
-2. the full offline analysis (capture engine -> pipeline -> every registered detector) produces exactly the
-   findings in ``samples/expected_findings.json``, with each engine that is available;
+2. the full offline analysis (capture engine -> pipeline -> every registered detector)
+   produces exactly the findings in ``samples/expected_findings.json``, with each engine
+   that is available;
 3. no raw API key from the capture reaches any finding.
 """
 
