@@ -72,7 +72,6 @@ if TYPE_CHECKING:
     from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
     from auditor.detectors.base import DetectionContext
-    from auditor.enrich.geo import GeoLookup
     from auditor.proxy.detection_worker import DetectionWorker
     from auditor.signatures import Signatures
     from auditor.sinks import FindingsRecorder
@@ -518,6 +517,7 @@ def declare_detection_options(loader: Loader) -> None:
 def detection_context_from(options: Any) -> DetectionContext:
     """Signatures, policy and GeoIP as the options say, or an ``OptionsError`` naming which."""
     from auditor.detectors.base import DetectionContext
+    from auditor.enrich.geo import open_geo
     from auditor.policy import PolicyError, load_policy
     from auditor.signatures import SignatureError, load_signatures
 
@@ -540,7 +540,7 @@ def detection_context_from(options: Any) -> DetectionContext:
     if options.auditor_reveal_evidence:
         policy.reveal_evidence = True
     try:
-        geo = open_geo_lookup(options.auditor_geoip_db or None, signatures)
+        geo = open_geo(options.auditor_geoip_db or None, signatures)
     except (OSError, ValueError) as exc:
         raise OptionsError(f"auditor_geoip_db: {exc}") from None
     return DetectionContext(signatures=signatures, policy=policy, geo=geo)
@@ -1086,10 +1086,3 @@ def open_findings_recorder(store: str, sink_urls: Sequence[str]) -> FindingsReco
         raise OptionsError(f"auditor_sinks: {exc}") from None
     except (StoreError, OSError) as exc:
         raise OptionsError(f"auditor_store: {exc}") from None
-
-
-def open_geo_lookup(path: str | None, signatures: Signatures) -> GeoLookup:
-    """The GeoIP lookup the CLI would use for ``path`` (the packaged one when None)."""
-    from auditor.enrich.geo import open_geo
-
-    return open_geo(path, signatures)
