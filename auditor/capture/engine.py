@@ -16,14 +16,15 @@ decoding (``packets.py``), the flow table (``flows.py``) and the parsers (``tls.
 
 The protocol of a TCP flow is told from its first client bytes, never from the port.
 
-Speed: most packets of a capture are bulk data on flows whose handshake is already parsed.
-Classic pcap is read in large chunks by ``bulk.py``, which counts those packets per flow with
-numpy and hands everything else to ``_Engine.packet`` in capture order. pcapng (and classic
-pcap with ``bulk=False``) takes the inlined fast path in ``_record_loop`` / ``_pcap_loop``
-(Ethernet + IPv4 without options + a known flow that needs no more bytes, or a pure ACK: a
-dictionary lookup and three counter updates), which decides exactly as ``bulk.py`` does.
-Nothing in a packet can raise out of the engine: bad packets and streams are counted in
-``CaptureStats.skipped``.
+Speed: most packets of a capture are bulk data on flows whose handshake is already parsed: all
+they change is their direction's packet and byte counters and its ``last_seen``. Those packets
+take a fast path (Ethernet, optionally one 802.1Q tag, + IPv4 without options or IPv6 without
+extension headers, on a known flow that needs no more bytes, or a pure ACK: a dictionary lookup
+and three counter updates). For classic pcap it runs in C (``_fastpath.c``, built by ``pip
+install -e .``), which hands only the other packets to ``_Engine.packet``; without the C
+extension (or with ``native=False``) ``_pcap_loop`` runs the same loop in Python. pcapng takes
+the Python loop ``_record_loop``. Nothing in a packet can raise out of the engine: bad packets
+and streams are counted in ``CaptureStats.skipped``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from auditor.capture import CaptureStats
-from auditor.capture.bulk import bulk_pcap_loop
+from auditor.capture import quic as quic_parser
+from auditor.capture import tls as tls_parser
 from auditor.capture.dns import DNSParseError, parse_dns
 from auditor.capture.flows import (
     CLIENT_STREAM_CAP,
@@ -75,14 +77,11 @@ from auditor.model import (
     TLSHandshake,
 )
 
-try:  # written in parallel: until it exists, TLS is simply not parsed
-    from auditor.capture import tls as tls_parser
-except ImportError:  # pragma: no cover - depends on the checkout
-    tls_parser = None  # type: ignore[assignment]
 try:
-    from auditor.capture import quic as quic_parser
-except ImportError:  # pragma: no cover
-    quic_parser = None  # type: ignore[assignment]
+    # The fast path in C: optional, built from _fastpath.c when a compiler is available.
+    from auditor.capture import _fastpath
+except ImportError:  # not built: _pcap_loop runs the same loop in Python
+    _fastpath = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -117,25 +116,25 @@ def read_observations(
     max_flows: int = MAX_FLOWS,
     tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
     udp_idle_timeout: float = UDP_IDLE_TIMEOUT,
-    bulk: bool = True,
+    native: bool = True,
 ) -> Iterator[Observation]:
     """Observations of one capture file, in capture order.
 
     Raises ``CaptureError`` at once when the file cannot be read at all; counts everything
     else in ``stats``. ``progress`` is called now and then with the bytes of the file read.
-    ``bulk=False`` reads classic pcap packet by packet (``_pcap_loop``) instead of in numpy
-    chunks (``bulk.py``): the same results, slower; kept to check the bulk path against.
+    ``native=False`` reads classic pcap with the Python loop (``_pcap_loop``) even when the C
+    fast path is built: the same results, slower; kept to check the C loop against.
     """
     path = Path(path)
     capture = open_capture(path, stats.skipped, progress)
     engine = _Engine(path, stats, FlowTable(max_flows, tcp_idle_timeout, udp_idle_timeout))
-    return _observations(engine, capture, bulk)
+    return _observations(engine, capture, native and _fastpath is not None)
 
 
-def _observations(engine: _Engine, capture: Capture, bulk: bool) -> Iterator[Observation]:
+def _observations(engine: _Engine, capture: Capture, native: bool) -> Iterator[Observation]:
     try:
-        if capture.kind == "pcap" and bulk:
-            yield from bulk_pcap_loop(engine, capture)
+        if capture.kind == "pcap" and native:
+            yield from _native_pcap_loop(engine, capture)
         elif capture.kind == "pcap":
             yield from _pcap_loop(engine, capture)
         else:
@@ -147,14 +146,56 @@ def _observations(engine: _Engine, capture: Capture, bulk: bool) -> Iterator[Obs
         capture.close()
 
 
-# The two loops below carry the same inlined fast path (see the module doc): bulk packets of
-# known flows that need no more bytes only bump three counters. It is written out twice, not
-# called, because a function call per packet would cost as much as the whole fast path.
+# The loops below carry the same fast path (see the module doc): bulk packets of known flows
+# that need no more bytes only bump three counters. ``_fastpath.walk`` runs it in C; the two
+# Python loops have it inlined, not called, because a function call per packet would cost as
+# much as the whole fast path.
 # Ethernet (optionally one 802.1Q tag) + IPv4 with a 20-byte header (0x45); offsets from the IP
 # header: total length 2-3, flags and fragment offset 6-7, protocol 9, [12:24] src, dst,
 # sport, dport (the flow-table key), TCP data offset 32, TCP flags 33 (& 7: FIN, SYN and RST
 # take the slow path). Ethernet + IPv6 without extension headers: payload length 4-5, next
 # header 6, [8:44] the key, TCP data offset 52, flags 53.
+
+
+def _native_pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
+    """Classic pcap through the C fast path: Python sees only the packets it hands over."""
+    walk = _fastpath.walk
+    tcp = engine.table.tcp
+    udp = engine.table.udp
+    out = engine.out
+    slow_path = engine.packet
+    linktype = capture.linktype
+    little_endian = capture.byte_order == "<"
+    ethernet = linktype == LINKTYPE_ETHERNET
+    frac_scale = capture.frac_scale
+    packets = 0
+    captured = 0
+    buf: bytes | None = b""
+    pos = 0
+    try:
+        while True:
+            buf = capture.refill(buf, pos)  # type: ignore[arg-type]
+            if buf is None:
+                break
+            pos = 0
+            while True:
+                pos, slow, ts, walked, walked_bytes = walk(
+                    buf, pos, little_endian, ethernet, frac_scale, tcp, udp
+                )
+                packets += walked
+                captured += walked_bytes
+                if slow < 0:
+                    break  # the rest of the buffer is an incomplete record
+                try:
+                    slow_path(ts, linktype, buf[slow + 16 : pos])
+                except Exception:  # a parser bug must not end the analysis of the file
+                    engine.internal_error()
+                if out:
+                    yield from out
+                    out.clear()
+    finally:
+        engine.stats.packets += packets
+        engine.stats.bytes += captured
 
 
 def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
@@ -405,15 +446,12 @@ class _Engine:
         self.out: list[Observation] = []
         self.next_sweep: float | None = None
         self._internal_errors_logged = 0
-        # The packet the last ``packet`` call decoded (None: not decoded), for the bulk path.
-        self.last_packet: Packet | None = None
 
     # -- packets ------------------------------------------------------------------------------
 
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         """Everything the fast path does not take: new flows, handshakes, flags, other links."""
         packet = decode(linktype, frame, self.skipped)
-        self.last_packet = packet
         if packet is None:
             return
         if self.next_sweep is None:
@@ -510,7 +548,6 @@ class _Engine:
         elif (
             direction.from_client
             and flow.app is None
-            and quic_parser is not None
             and payload
             and payload[0] & 0x80
         ):
@@ -544,7 +581,7 @@ class _Engine:
             if flow.server.full or flow.server.gap or (final and flow.server.data):
                 self._give_up(flow)  # the server talks first and alone: not TLS or HTTP
             return
-        if tls_parser is not None and tls_parser.looks_like_tls(bytes(data[:16])):
+        if tls_parser.looks_like_tls(bytes(data[:16])):
             flow.app = "tls"
             flow.app_state = _TLSState()
         elif looks_like_http_request(data):
@@ -568,7 +605,6 @@ class _Engine:
         flow.server.stop()
 
     def _tls(self, flow: Flow, final: bool) -> None:
-        assert tls_parser is not None
         state: _TLSState = flow.app_state  # type: ignore[assignment]
         client, server = flow.client, flow.server
         client_final = final or client.gap or client.full
@@ -639,7 +675,6 @@ class _Engine:
         self._emit(handshake)
 
     def _quic(self, flow: Flow, payload: bytes, ts: float) -> None:
-        assert quic_parser is not None and tls_parser is not None
         tried: list[bytes] = flow.app_state if isinstance(flow.app_state, list) else []
         flow.app_state = tried
         tried.append(bytes(payload))

@@ -257,7 +257,7 @@ class Flow:
         Flow and directions point at each other; without this, every removed flow would be a
         reference cycle left for the garbage collector's full passes (about 0.25 s CPU on a
         1M-packet capture). Detached, reference counting frees them as soon as they are
-        unused. A direction keeps its ``flow`` (the bulk path may still count packets on it).
+        unused.
         """
         if hasattr(self, "client"):
             del self.client, self.server
@@ -306,9 +306,6 @@ class FlowTable:
         self.tcp_idle_timeout = tcp_idle_timeout
         self.udp_idle_timeout = udp_idle_timeout
         self._next_id = 0
-        # When a list: (transport, key) of every direction removed is appended to it (the
-        # engine's bulk path re-reads those keys after each packet it hands over).
-        self.removed: list[tuple[int, bytes]] | None = None
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -363,8 +360,6 @@ class FlowTable:
             direction = table.get(key)
             if direction is not None and direction.flow is flow:
                 del table[key]
-                if self.removed is not None:
-                    self.removed.append((flow.transport, key))
         self.flows.pop(flow.id, None)
         flow.detach()
 

@@ -1,0 +1,224 @@
+/* The capture engine's per-packet fast path for classic pcap, in C (optional; see engine.py).
+ *
+ * Most packets of a capture are bulk data on flows whose handshake is already parsed: all they
+ * change is their direction's packet and byte counters and its last_seen. engine._pcap_loop
+ * takes them on an inlined fast path in Python; walk() below is the same loop, record for
+ * record and rule for rule, so that the engine only runs Python for the packets that need it.
+ *
+ *   walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp)
+ *       -> (pos, slow, ts, packets, captured)
+ *
+ * reads the pcap records of buf from offset pos. Bulk packets of known flows are counted on
+ * their Direction (the objects of FlowTable.tcp / FlowTable.udp, looked up by the same key
+ * bytes). It stops at the first packet the fast path does not take, or at the first
+ * incomplete record: pos is then where to resume (just past that packet, or at the incomplete
+ * record), slow the offset of the packet's record header (-1: none, the buffer is used up) and
+ * ts its timestamp; packets and captured count every record read (the slow one included) and
+ * their captured bytes. Timestamps are computed as Python computes them (sec + frac *
+ * frac_scale in doubles; setup.py turns off floating-point contraction so no fused
+ * multiply-add changes a bit), so both loops give identical observations
+ * (tests/test_capture_fastpath.py checks it).
+ *
+ * The rule (offsets as in engine._pcap_loop): Ethernet with caplen >= 54, optionally one
+ * 802.1Q tag, IPv4 with a 20-byte header that is not a fragment, or IPv6 without extension
+ * headers (caplen >= 74); TCP without SYN/FIN/RST on a known direction that no longer collects
+ * bytes, or a pure ACK; UDP on a known direction that no longer collects.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+static PyObject *name_packets, *name_bytes, *name_last_seen, *name_collecting;
+
+static inline uint32_t read_u32(const unsigned char *p, int little_endian)
+{
+    return little_endian
+        ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24
+        : (uint32_t)p[3] | (uint32_t)p[2] << 8 | (uint32_t)p[1] << 16 | (uint32_t)p[0] << 24;
+}
+
+/* The Direction of a flow-table key, borrowed; NULL if absent (or on error, then set). */
+static PyObject *lookup(PyObject *table, const unsigned char *key, Py_ssize_t size)
+{
+    PyObject *key_bytes = PyBytes_FromStringAndSize((const char *)key, size);
+    if (key_bytes == NULL)
+        return NULL;
+    PyObject *direction = PyDict_GetItemWithError(table, key_bytes);
+    Py_DECREF(key_bytes);
+    return direction;
+}
+
+/* direction.collecting as 1/0, -1 on error. */
+static int collecting(PyObject *direction)
+{
+    PyObject *value = PyObject_GetAttr(direction, name_collecting);
+    if (value == NULL)
+        return -1;
+    int result = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return result;
+}
+
+/* setattr(obj, name, getattr(obj, name) + delta) for an int attribute; 0 or -1. */
+static int add_to(PyObject *obj, PyObject *name, long long delta)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    long long current = PyLong_AsLongLong(value);
+    Py_DECREF(value);
+    if (current == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *updated = PyLong_FromLongLong(current + delta);
+    if (updated == NULL)
+        return -1;
+    int result = PyObject_SetAttr(obj, name, updated);
+    Py_DECREF(updated);
+    return result;
+}
+
+/* What the fast path does with a bulk packet: packets += 1, bytes += payload, last_seen = ts. */
+static int count(PyObject *direction, long long payload, double ts)
+{
+    if (add_to(direction, name_packets, 1) < 0 || add_to(direction, name_bytes, payload) < 0)
+        return -1;
+    PyObject *seen = PyFloat_FromDouble(ts);
+    if (seen == NULL)
+        return -1;
+    int result = PyObject_SetAttr(direction, name_last_seen, seen);
+    Py_DECREF(seen);
+    return result;
+}
+
+/* One TCP packet: counted (1), for the slow path (0), error (-1). key: 12 or 36 bytes. */
+static int tcp_packet(PyObject *tcp, const unsigned char *key, Py_ssize_t key_size,
+                      int flags, long long payload, int header_bytes, double ts)
+{
+    PyObject *direction = lookup(tcp, key, key_size);
+    if (direction == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (flags & 7) /* FIN, SYN or RST */
+        return 0;
+    if (payload != header_bytes) { /* not a pure ACK: only a direction done collecting */
+        int still = collecting(direction);
+        if (still != 0)
+            return still < 0 ? -1 : 0;
+    }
+    return count(direction, payload, ts) < 0 ? -1 : 1;
+}
+
+/* One UDP datagram: counted (1), for the slow path (0), error (-1). */
+static int udp_packet(PyObject *udp, const unsigned char *key, Py_ssize_t key_size,
+                      long long payload, double ts)
+{
+    PyObject *direction = lookup(udp, key, key_size);
+    if (direction == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    int still = collecting(direction);
+    if (still != 0)
+        return still < 0 ? -1 : 0;
+    return count(direction, payload, ts) < 0 ? -1 : 1;
+}
+
+/* The fast path for one Ethernet frame of caplen >= 54 bytes: 1 counted, 0 slow, -1 error. */
+static int ethernet_frame(const unsigned char *f, Py_ssize_t caplen, double ts, PyObject *tcp,
+                          PyObject *udp)
+{
+    Py_ssize_t ip = 0;
+    if (f[12] == 0x08 && f[13] == 0x00 && f[14] == 0x45)
+        ip = 14;
+    else if (f[12] == 0x81 && f[13] == 0x00 && f[16] == 0x08 && f[17] == 0x00 && f[18] == 0x45)
+        ip = 18; /* one 802.1Q tag */
+    if (ip) {
+        const unsigned char *h = f + ip;
+        if ((h[6] & 0x3F) || h[7])
+            return 0; /* a fragment */
+        long long payload = (long long)((h[2] << 8) | h[3]) - 20;
+        if (h[9] == 6)
+            return tcp_packet(tcp, h + 12, 12, h[33], payload, (h[32] >> 4) * 4, ts);
+        if (h[9] == 17)
+            return udp_packet(udp, h + 12, 12, payload, ts);
+        return 0;
+    }
+    if (f[12] == 0x86 && f[13] == 0xDD && caplen >= 74) {
+        const unsigned char *h = f + 14;
+        long long payload = (long long)((h[4] << 8) | h[5]);
+        if (h[6] == 6)
+            return tcp_packet(tcp, h + 8, 36, h[53], payload, (h[52] >> 4) * 4, ts);
+        if (h[6] == 17)
+            return udp_packet(udp, h + 8, 36, payload, ts);
+    }
+    return 0;
+}
+
+static PyObject *walk(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos;
+    int little_endian, ethernet;
+    double frac_scale;
+    PyObject *tcp, *udp;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nppdO!O!", &view, &pos, &little_endian, &ethernet,
+                          &frac_scale, &PyDict_Type, &tcp, &PyDict_Type, &udp))
+        return NULL;
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    Py_ssize_t size = view.len;
+    Py_ssize_t slow = -1;
+    double slow_ts = 0.0;
+    long long packets = 0, captured = 0;
+    if (pos < 0)
+        pos = size;
+    while (pos <= size - 16) {
+        const unsigned char *header = buf + pos;
+        uint32_t caplen = read_u32(header + 8, little_endian);
+        /* caplen < 2^32 and pos < size: no overflow in a 64-bit Py_ssize_t */
+        Py_ssize_t end = pos + 16 + (Py_ssize_t)caplen;
+        if (end > size)
+            break;
+        double ts = (double)read_u32(header, little_endian)
+                    + (double)read_u32(header + 4, little_endian) * frac_scale;
+        Py_ssize_t record = pos;
+        pos = end;
+        packets += 1;
+        captured += caplen;
+        int taken = 0;
+        if (ethernet && caplen >= 54)
+            taken = ethernet_frame(header + 16, (Py_ssize_t)caplen, ts, tcp, udp);
+        if (taken < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        if (!taken) {
+            slow = record;
+            slow_ts = ts;
+            break;
+        }
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nndLL)", pos, slow, slow_ts, packets, captured);
+}
+
+static PyMethodDef methods[] = {
+    {"walk", walk, METH_VARARGS,
+     "walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp)"
+     " -> (pos, slow, ts, packets, captured): count bulk packets up to the next one the"
+     " per-packet path must see"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fastpath", "the capture engine's pcap fast path", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void)
+{
+    name_packets = PyUnicode_InternFromString("packets");
+    name_bytes = PyUnicode_InternFromString("bytes");
+    name_last_seen = PyUnicode_InternFromString("last_seen");
+    name_collecting = PyUnicode_InternFromString("collecting");
+    if (!name_packets || !name_bytes || !name_last_seen || !name_collecting)
+        return NULL;
+    return PyModule_Create(&module);
+}
