@@ -27,6 +27,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <structmember.h>
 
@@ -116,10 +117,42 @@ static inline uint32_t read_u32(const unsigned char *p, int little_endian)
         : (uint32_t)p[3] | (uint32_t)p[2] << 8 | (uint32_t)p[1] << 16 | (uint32_t)p[0] << 24;
 }
 
+/* Flow-table key objects by their bytes, direct-mapped: a bulk packet's key is almost always
+ * one seen moments ago, and reusing its bytes object (whose hash is then cached) saves making
+ * and hashing a new one per packet, most of the cost of the lookup. Only keys are kept (about
+ * 50 bytes each): the table's dictionaries stay the only truth about directions. */
+#define KEY_CACHE_SIZE 4096
+static struct {
+    unsigned char raw[36];
+    Py_ssize_t size;
+    PyObject *key;
+} key_cache[KEY_CACHE_SIZE];
+
+/* The bytes object for a 12- or 36-byte key, new reference. */
+static PyObject *key_object(const unsigned char *raw, Py_ssize_t size)
+{
+    uint32_t hash = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < size; i++)
+        hash = (hash ^ raw[i]) * 16777619u;
+    __typeof__(&key_cache[0]) entry = &key_cache[hash & (KEY_CACHE_SIZE - 1)];
+    if (entry->key != NULL && entry->size == size && memcmp(entry->raw, raw, size) == 0) {
+        Py_INCREF(entry->key);
+        return entry->key;
+    }
+    PyObject *key = PyBytes_FromStringAndSize((const char *)raw, size);
+    if (key == NULL)
+        return NULL;
+    Py_XSETREF(entry->key, key);
+    Py_INCREF(key);
+    memcpy(entry->raw, raw, size);
+    entry->size = size;
+    return key;
+}
+
 /* The Direction of a flow-table key, borrowed; NULL if absent (or on error, then set). */
 static PyObject *lookup(PyObject *table, const unsigned char *key, Py_ssize_t size)
 {
-    PyObject *key_bytes = PyBytes_FromStringAndSize((const char *)key, size);
+    PyObject *key_bytes = key_object(key, size);
     if (key_bytes == NULL)
         return NULL;
     PyObject *direction = PyDict_GetItemWithError(table, key_bytes);
