@@ -221,12 +221,16 @@ def pcap_command(
 
 
 def _open_recorder(store_path: Path | None, sinks: tuple[str, ...]) -> FindingsRecorder:
-    """The findings store (and sink delivery) a run records into, or a one-line error."""
+    """The findings store (and sink delivery) an offline run records into, or a one-line error.
+
+    New findings are coalesced like repeats (written every second and at the end): nobody
+    waits on their alerts, and a transaction each would cost more than the rest of the store.
+    """
     from auditor.sinks import SinkURLError, open_recorder
     from auditor.store import StoreError, default_store_path
 
     try:
-        return open_recorder(store_path or default_store_path(), sinks)
+        return open_recorder(store_path or default_store_path(), sinks, flush_new_at_once=False)
     except (SinkURLError, StoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -46,7 +46,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from auditor.model import Finding, Severity
 from auditor.outputs.alert import PRODUCT_NAME, Alert
@@ -555,15 +555,41 @@ class OutboxDelivery:
             sink.close()
 
 
+class _Pending(NamedTuple):
+    """A finding waiting for the next flush: the caller's finding and, as of its latest call,
+    the fields ``Finding.merge`` changes (the others never change after creation)."""
+
+    finding: Finding
+    count: int
+    first_seen: float
+    last_seen: float
+    severity: Severity
+    title: str
+    evidence: dict[str, Any]
+
+    def to_finding(self) -> Finding:
+        return dataclasses.replace(
+            self.finding,
+            count=self.count,
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            severity=self.severity,
+            title=self.title,
+            evidence=self.evidence,
+        )
+
+
 class FindingsRecorder:
     """``Pipeline(on_finding=recorder)``: store every finding, queue alerts, wake delivery.
 
     The pipeline passes its running merged finding on every repeat; the recorder turns that
     into the number of new occurrences so the stored count is right across repeats and
-    restarts. A finding not stored yet, or one whose severity rose, is written at once (its
-    alert must not wait); plain repeats are coalesced in memory and written together every
-    ``flush_interval`` seconds (by the next call or the delivery thread) and on ``close``, so a
-    busy proxy pays a dictionary update per repeat, not a database transaction.
+    restarts. Repeats are coalesced in memory and written together every ``flush_interval``
+    seconds (by the next call or the delivery thread) and on ``close``, so a busy proxy pays a
+    dictionary update per repeat, not a database transaction. With ``flush_new_at_once`` (the
+    live proxy) a finding not stored yet, or one whose severity rose, is written at once: its
+    alert must not wait. Offline runs turn it off, as nobody waits there and a transaction per
+    new finding is most of what the store costs them.
     A store error is logged and counted, never raised into the proxy or the analysis.
     """
 
@@ -573,35 +599,46 @@ class FindingsRecorder:
         delivery: OutboxDelivery | None = None,
         *,
         flush_interval: float = 1.0,
+        flush_new_at_once: bool = True,
     ) -> None:
         self.store = store
         self.delivery = delivery
         self.flush_interval = flush_interval
+        self.flush_new_at_once = flush_new_at_once
         self.errors = 0
         self._lock = threading.Lock()
-        self._seen_counts: dict[tuple[str, str, str, str], int] = {}
+        self._stored_counts: dict[tuple[str, str, str, str], int] = {}
         self._written_severity: dict[tuple[str, str, str, str], Severity] = {}
-        self._pending: dict[tuple[str, str, str, str], tuple[Finding, int]] = {}
+        self._pending: dict[tuple[str, str, str, str], _Pending] = {}
         self._last_flush = time.monotonic()
         if delivery is not None:
             delivery.add_tick(self._flush_if_due)
 
     def __call__(self, finding: Finding, is_new: bool) -> None:
         key = finding.key
-        # A copy: the pipeline keeps mutating its finding while a flush may be reading ours.
-        snapshot = dataclasses.replace(finding)
+        # The caller goes on merging repeats into ``finding`` on its own thread while a flush
+        # may run on the delivery thread, so the changing fields are read here, on the
+        # caller's thread right after its merge (consistent), rather than at flush time; the
+        # finding to store is built from them once per flush, not copied on every call.
+        first_seen, last_seen = finding.first_seen, finding.last_seen
         with self._lock:
-            delta = finding.count - self._seen_counts.get(key, 0)
-            self._seen_counts[key] = finding.count
             queued = self._pending.get(key)
-            if queued is not None:
-                earlier, queued_delta = queued
-                snapshot.first_seen = min(snapshot.first_seen, earlier.first_seen)
-                snapshot.last_seen = max(snapshot.last_seen, earlier.last_seen)
-                delta += queued_delta
-            self._pending[key] = (snapshot, delta)
-            written = self._written_severity.get(key)
-            urgent = written is None or finding.severity > written
+            if queued is not None:  # callers that pass a new object per occurrence
+                first_seen = min(first_seen, queued.first_seen)
+                last_seen = max(last_seen, queued.last_seen)
+            self._pending[key] = _Pending(
+                finding,
+                finding.count,
+                first_seen,
+                last_seen,
+                finding.severity,
+                finding.title,
+                finding.evidence,
+            )
+            urgent = False
+            if self.flush_new_at_once:
+                written = self._written_severity.get(key)
+                urgent = written is None or finding.severity > written
             due = urgent or time.monotonic() - self._last_flush >= self.flush_interval
         if due:
             self.flush()
@@ -613,13 +650,18 @@ class FindingsRecorder:
     def flush(self) -> None:
         """Write every coalesced finding now (one transaction) and wake delivery."""
         with self._lock:
-            items = list(self._pending.values())
+            pending = list(self._pending.values())
             self._pending.clear()
             self._last_flush = time.monotonic()
-            for finding, _ in items:
-                previous = self._written_severity.get(finding.key)
-                if previous is None or finding.severity > previous:
-                    self._written_severity[finding.key] = finding.severity
+            items: list[tuple[Finding, int]] = []
+            for entry in pending:
+                key = entry.finding.key
+                # New occurrences since the last flush: the running count's growth.
+                items.append((entry.to_finding(), entry.count - self._stored_counts.get(key, 0)))
+                self._stored_counts[key] = entry.count
+                previous = self._written_severity.get(key)
+                if previous is None or entry.severity > previous:
+                    self._written_severity[key] = entry.severity
         if not items:
             return
         try:
@@ -644,6 +686,7 @@ def open_recorder(
     *,
     alert_window: float | None = None,
     flush_interval: float = 1.0,
+    flush_new_at_once: bool = True,
     **delivery_options: Any,
 ) -> FindingsRecorder:
     """Open the store, parse the sinks and start delivery: what ``--store``/``--sink`` do.
@@ -657,4 +700,6 @@ def open_recorder(
     if sinks:
         delivery = OutboxDelivery(store, sinks, **delivery_options)
         delivery.start()
-    return FindingsRecorder(store, delivery, flush_interval=flush_interval)
+    return FindingsRecorder(
+        store, delivery, flush_interval=flush_interval, flush_new_at_once=flush_new_at_once
+    )

@@ -214,6 +214,10 @@ def finding_from_snapshot(data: dict[str, Any]) -> Finding:
     )
 
 
+def _evidence_json(finding: Finding) -> str:
+    return json.dumps(finding.evidence, ensure_ascii=False, sort_keys=True, default=str)
+
+
 def _row_to_finding(row: Sequence[Any]) -> Finding:
     return Finding(
         detector=row[1],
@@ -363,9 +367,8 @@ class FindingsStore:
 
     def _record_one(self, finding: Finding, delta: int, now: float) -> bool:
         db = self._db
-        evidence = json.dumps(finding.evidence, ensure_ascii=False, sort_keys=True, default=str)
         existing = db.execute(
-            f"SELECT {_FINDING_COLUMNS} FROM findings "
+            "SELECT id, severity FROM findings "
             "WHERE detector = ? AND kind = ? AND host = ? AND evidence_key = ?",
             finding.key,
         ).fetchone()
@@ -378,7 +381,7 @@ class FindingsStore:
                     *finding.key,
                     int(finding.severity),
                     finding.title,
-                    evidence,
+                    _evidence_json(finding),
                     finding.first_seen,
                     finding.last_seen,
                     max(delta, 1),
@@ -391,25 +394,19 @@ class FindingsStore:
             )
             finding_id = int(cursor.lastrowid or 0)
         else:
-            finding_id = int(existing[0])
-            stored = _row_to_finding(existing)
-            # A repeat: count it, widen the time range; a more severe repeat wins.
-            raise_severity = finding.severity > stored.severity
+            finding_id, stored_severity = existing
+            # A repeat: count it, widen the time range; a more severe repeat wins (its title and
+            # evidence with it). The evidence is only encoded when it is written.
             db.execute(
                 "UPDATE findings SET count = count + ?, first_seen = min(first_seen, ?),"
-                " last_seen = max(last_seen, ?), updated_at = ?, severity = ?,"
-                " title = ?, evidence = ? WHERE id = ?",
-                (
-                    max(delta, 0),
-                    finding.first_seen,
-                    finding.last_seen,
-                    now,
-                    int(max(finding.severity, stored.severity)),
-                    finding.title if raise_severity else stored.title,
-                    evidence if raise_severity else existing[7],
-                    finding_id,
-                ),
+                " last_seen = max(last_seen, ?), updated_at = ? WHERE id = ?",
+                (max(delta, 0), finding.first_seen, finding.last_seen, now, finding_id),
             )
+            if finding.severity > stored_severity:
+                db.execute(
+                    "UPDATE findings SET severity = ?, title = ?, evidence = ? WHERE id = ?",
+                    (int(finding.severity), finding.title, _evidence_json(finding), finding_id),
+                )
         if self._active_sinks:
             self._queue_alerts(finding_id, now)
         return existing is None

@@ -635,3 +635,64 @@ def test_recorder_coalesces_repeats_and_flushes_when_traffic_stops(tmp_path: Pat
     assert [(a["alert"], a["severity"]) for a in alerts] == [
         ("new", "high"), ("update", "critical")
     ]
+
+
+def test_offline_recorder_coalesces_new_findings_too(tmp_path: Path) -> None:
+    """``flush_new_at_once=False`` (auditor pcap): new findings wait for the flush like repeats,
+    and the store and the alerts come out as if each had been written at once."""
+    store_path, jsonl = tmp_path / "f.db", tmp_path / "alerts.jsonl"
+    recorder = open_recorder(
+        store_path, [f"jsonl:{jsonl}"], flush_interval=3600, flush_new_at_once=False
+    )
+    transactions = []
+    original = recorder.store.record_many
+
+    def counting(items: Any) -> Any:
+        transactions.append(len(items))
+        return original(items)
+
+    recorder.store.record_many = counting  # type: ignore[method-assign]
+    try:
+        running = {host: make_finding(host, ts=100.0) for host in ("a.example", "b.example")}
+        for n in range(3):
+            for finding in running.values():
+                if n:  # as the pipeline merges a repeat into its running finding
+                    finding.count += 1
+                    finding.last_seen = 100.0 + n
+                recorder(finding, n == 0)
+        running["a.example"].count += 1
+        running["a.example"].severity = Severity.CRITICAL
+        recorder(running["a.example"], False)
+        assert transactions == [] and recorder.store.findings() == []  # nothing written yet
+    finally:
+        recorder.close()
+    assert transactions == [2]  # one transaction at close
+    with FindingsStore(store_path) as store:
+        stored = {f.host: f for f in store.findings()}
+    assert {h: (f.count, f.first_seen, f.last_seen, f.severity) for h, f in stored.items()} == {
+        "a.example": (4, 100.0, 102.0, Severity.CRITICAL),
+        "b.example": (3, 100.0, 102.0, Severity.HIGH),
+    }
+    alerts = sorted(json.loads(line)["host"] for line in jsonl.read_text().splitlines())
+    assert alerts == ["a.example", "b.example"]  # one alert each, none lost, none twice
+
+
+def test_recorder_stores_the_finding_as_of_its_latest_call(tmp_path: Path) -> None:
+    """The caller's later merges (maybe in progress while the delivery thread flushes) are not
+    read at flush time: they are recorded with the call that follows them."""
+    recorder = open_recorder(tmp_path / "f.db", flush_interval=3600, flush_new_at_once=False)
+    try:
+        running = make_finding(ts=100.0)
+        recorder(running, True)
+        running.count, running.last_seen = 2, 200.0  # merged, recorder not called yet
+        running.severity, running.title = Severity.CRITICAL, "escalated"
+        recorder.flush()
+        (stored,) = recorder.store.findings()
+        assert (stored.count, stored.last_seen, stored.severity) == (1, 100.0, Severity.HIGH)
+        recorder(running, False)
+        recorder.flush()
+        (stored,) = recorder.store.findings()
+        assert (stored.count, stored.last_seen, stored.title) == (2, 200.0, "escalated")
+        assert stored.severity is Severity.CRITICAL
+    finally:
+        recorder.close()

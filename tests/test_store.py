@@ -65,12 +65,19 @@ def test_repeat_updates_count_and_last_seen(tmp_path: Path) -> None:
 
 
 def test_more_severe_repeat_raises_severity(tmp_path: Path) -> None:
+    def finding(severity: Severity, label: str) -> Finding:
+        found = make_finding(severity=severity)
+        found.title, found.evidence = f"title {label}", {"seen": label}
+        return found
+
     with FindingsStore(tmp_path / "f.db") as store:
-        store.record(make_finding(severity=Severity.LOW))
-        store.record(make_finding(severity=Severity.CRITICAL))
-        store.record(make_finding(severity=Severity.MEDIUM))
+        store.record(finding(Severity.LOW, "low"))
+        store.record(finding(Severity.CRITICAL, "critical"))
+        store.record(finding(Severity.MEDIUM, "medium"))
         (only,) = store.findings()
-    assert only.severity is Severity.CRITICAL
+    # the most severe occurrence's title and evidence, not the latest one's
+    assert only.severity is Severity.CRITICAL and only.count == 3
+    assert (only.title, only.evidence) == ("title critical", {"seen": "critical"})
 
 
 def test_dedupe_survives_reopen(tmp_path: Path) -> None:
