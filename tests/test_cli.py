@@ -57,6 +57,33 @@ def test_json_output_has_summary_hosts_and_findings() -> None:
     assert ("api.chatanywhere.tech", "relay-domain.known", "high") in kinds
 
 
+def test_json_output_is_indented_with_a_line_per_host_and_finding() -> None:
+    code, out, _ = run("pcap", str(SAMPLE), "--format", "json", "--no-progress")
+    assert code == 0
+    doc = json.loads(out)
+    lines = out.splitlines()
+    assert lines[:3] == ["{", '  "summary": {', '    "engine": "fast",']
+    for name in ("hosts", "findings"):
+        start = lines.index(f'  "{name}": [') + 1
+        items = [line.removesuffix(",") for line in lines[start : start + len(doc[name])]]
+        assert all(line.startswith("    {") for line in items)
+        assert [json.loads(line) for line in items] == doc[name]
+    assert lines[-2:] == ["  ]", "}"] and out.endswith("}\n")
+
+
+def test_json_layout_keeps_empty_lists_and_text_exact() -> None:
+    from auditor.outputs.findings import _document_json
+
+    document = {
+        "summary": {"errors": ["line one\nline two", 'é \u2028 "q"'], "none": None},
+        "hosts": [],
+        "findings": [{"title": "naïve\n{x}", "evidence": {"k": [1, 2.5]}}],
+    }
+    text = _document_json(document)
+    assert json.loads(text) == document
+    assert '"hosts": [],' in text and "naïve" in text  # readable, not \u-escaped
+
+
 def test_jsonl_csv_and_parquet(tmp_path: Path) -> None:
     code, out, _ = run("pcap", str(SAMPLE), "--format", "jsonl", "--no-progress")
     assert code == 0

@@ -52,6 +52,25 @@ def result_document(result: AnalysisResult, summary: dict[str, Any]) -> dict[str
     }
 
 
+def _document_json(document: dict[str, Any]) -> str:
+    """``document`` as JSON, indented, except that each item of a top-level list (a host, a
+    finding) is one compact line.
+
+    ``json.dumps(indent=...)`` runs Python's pure-Python encoder (~0.5 s for the 5,000 findings
+    of a big capture); a compact item goes through the C encoder, and one item per line still
+    reads (and diffs, and greps) well.
+    """
+    members = []
+    for name, value in document.items():
+        if isinstance(value, list) and value:
+            items = ",\n".join("    " + json.dumps(item, ensure_ascii=False) for item in value)
+            text = f"[\n{items}\n  ]"
+        else:  # small: indented the usual way (JSON strings hold no raw newlines to shift)
+            text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        members.append(f"  {json.dumps(name)}: {text}")
+    return "{\n" + ",\n".join(members) + "\n}\n"
+
+
 def write_result(
     result: AnalysisResult,
     fmt: str,
@@ -62,8 +81,7 @@ def write_result(
 ) -> None:
     """Write ``result`` in ``fmt`` to ``path`` (or ``stream`` for text formats)."""
     if fmt == "json":
-        text = json.dumps(result_document(result, summary), indent=2, ensure_ascii=False) + "\n"
-        _write_text(text, stream, path)
+        _write_text(_document_json(result_document(result, summary)), stream, path)
     elif fmt == "jsonl":
         lines = "".join(
             json.dumps(f.to_dict(), ensure_ascii=False, sort_keys=True) + "\n"
