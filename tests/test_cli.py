@@ -114,6 +114,20 @@ def test_jsonl_csv_and_parquet(tmp_path: Path) -> None:
     assert len(frame) == len(lines) and set(frame["severity"]) >= {"critical", "high", "info"}
 
 
+def test_findings_csv_keeps_ports_whole_and_evidence_json() -> None:
+    """Written by the csv module: a port stays 443 even when other rows have none (pandas made
+    the column float, 443.0)."""
+    import csv
+    import io
+
+    code, out, _ = run("pcap", str(SAMPLE), "--format=csv", "--view=findings", "--no-progress")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    ports = {row["dst_port"] for row in rows}
+    assert "" in ports and "443" in ports and all(p == "" or p.isdigit() for p in ports)
+    assert all(isinstance(json.loads(row["evidence"]), dict) for row in rows)
+
+
 def test_parquet_needs_an_output_file() -> None:
     result = CliRunner().invoke(cli, ["pcap", str(SAMPLE), "--format", "parquet"])
     assert result.exit_code == 2 and "give --output PATH" in result.output
