@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
-from auditor.detectors.destination_names import identify, names_seen, refile
+from auditor.detectors.destination_names import identified_names, refile
 from auditor.model import (
     Connection,
     DNSMessage,
@@ -43,8 +43,7 @@ class AIServiceDetector(Detector):
 
     def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
         signatures, policy = ctx.signatures, ctx.policy
-        for seen in names_seen(obs):
-            identity = identify(signatures, seen.name)
+        for seen, identity in identified_names(obs, signatures):
             endpoint = identity.provider
             if endpoint is None or identity.relay is not None:
                 continue

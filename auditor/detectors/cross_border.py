@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
-from auditor.detectors.destination_names import identify, names_seen
+from auditor.detectors.destination_names import identified_names
 from auditor.model import Connection, Finding, LLMCall, Observation, Severity, finding_for
 from auditor.signatures import ProviderEndpoint, RelayDomain
 
@@ -105,8 +105,7 @@ class CrossBorderDetector(Detector):
         """The provider endpoint and relay entry the observation's destination names match."""
         endpoint: ProviderEndpoint | None = None
         relay: RelayDomain | None = None
-        for seen in names_seen(obs):
-            identity = identify(ctx.signatures, seen.name)
+        for _seen, identity in identified_names(obs, ctx.signatures):
             endpoint = endpoint or identity.provider
             relay = relay or identity.relay
         return endpoint, relay

@@ -5,12 +5,13 @@ ClientHello names its server in SNI, a DNS message in its question (and CNAME an
 request in Host, a connection in the name the source or the pipeline's DNS book gave it. The
 findings are filed under the name itself, so that a DNS lookup, the TLS handshake and the HTTP
 request to the same relay merge into one finding. ``identify`` answers what the signatures say
-a name is (official endpoint, relay), remembered per name because every observation asks.
+a name is (official endpoint, relay); ``identified_names`` gives both for one observation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from auditor.model import (
     Connection,
@@ -23,12 +24,15 @@ from auditor.model import (
 )
 from auditor.signatures import ProviderEndpoint, RelayDomain, Signatures, normalise_host
 
-# Names remembered for the signature set in use: the rule lists are scanned linearly, and one
-# capture asks about the same few hundred names for every observation. One set at a time, so a
-# process that loads new signatures does not keep the old ones alive.
+# What the signatures say a name is, and each sighting (raw name, where, address) resolved to
+# its ``SeenName`` and identity, remembered for the signature set in use: the rule lists are
+# scanned, names normalised, and one capture asks about the same few hundred names for every
+# observation. One set at a time, so a process that loads new signatures does not keep the old
+# ones alive; each memo is emptied when full, so a long-running proxy stays bounded.
 NAME_CACHE_SIZE = 65536
 _cache_owner: list[Signatures] = []
-_cache: dict[str, Identity] = {}
+_identities: dict[str, Identity] = {}
+_sightings: dict[tuple[str, str, str | None], tuple[SeenName, Identity] | None] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,74 +43,109 @@ class Identity:
     relay: RelayDomain | None
 
 
-def identify(signatures: Signatures, name: str) -> Identity:
-    """``provider_for_host`` and ``relay_for_host`` of ``name``, memoised per signature set."""
-    if not _cache_owner or _cache_owner[0] is not signatures:
-        _cache_owner[:] = [signatures]
-        _cache.clear()
-    found = _cache.get(name)
-    if found is None:
-        if len(_cache) >= NAME_CACHE_SIZE:
-            _cache.clear()
-        found = Identity(signatures.provider_for_host(name), signatures.relay_for_host(name))
-        _cache[name] = found
-    return found
+class SeenName(NamedTuple):
+    """One destination name in an observation (a tuple: built for every sighting, cheaply)."""
 
-
-@dataclass(frozen=True, slots=True)
-class SeenName:
     name: str  # normalised: lower case, no port, no trailing dot
     where: str  # "sni" | "dns" | "dns-cname" | "http-host" | "address"
     address: str | None  # the destination address the name stands for, when known
 
 
-# The last observation's answer: several detectors ask about the same observation in a row.
-_last_seen: list[tuple[Observation, list[SeenName]]] = []
+def _use(signatures: Signatures) -> None:
+    """Make the memos hold answers for ``signatures``."""
+    if not _cache_owner or _cache_owner[0] is not signatures:
+        _cache_owner[:] = [signatures]
+        _identities.clear()
+        _sightings.clear()
 
 
-def names_seen(obs: Observation) -> list[SeenName]:
-    """Every distinct destination name in ``obs``, first the most direct evidence."""
-    if _last_seen and _last_seen[0][0] is obs:
-        return list(_last_seen[0][1])
-    found = _names_seen(obs)
-    _last_seen[:] = [(obs, found)]
-    return list(found)
+def identify(signatures: Signatures, name: str) -> Identity:
+    """``provider_for_host`` and ``relay_for_host`` of ``name``, memoised per signature set."""
+    _use(signatures)
+    found = _identities.get(name)
+    if found is None:
+        if len(_identities) >= NAME_CACHE_SIZE:
+            _identities.clear()
+        found = Identity(signatures.provider_for_host(name), signatures.relay_for_host(name))
+        _identities[name] = found
+    return found
 
 
-def _names_seen(obs: Observation) -> list[SeenName]:
-    found: list[SeenName] = []
+# The last observation's answer: the name-based detectors ask about the same observation in a
+# row. Keyed by the observation and the signature set (both held, so neither id is reused).
+_last_answer: list[tuple[Observation, Signatures, tuple[tuple[SeenName, Identity], ...]]] = []
+
+
+def identified_names(
+    obs: Observation, signatures: Signatures
+) -> tuple[tuple[SeenName, Identity], ...]:
+    """Every distinct destination name in ``obs``, first the most direct evidence, each with
+    what ``signatures`` say it is (``identify``)."""
+    if _last_answer:
+        last_obs, last_signatures, answer = _last_answer[0]
+        if last_obs is obs and last_signatures is signatures:
+            return answer
+    _use(signatures)
+    found: list[tuple[SeenName, Identity]] = []
+    names: list[str] = []  # at most a handful: a list beats a set
+    for sighting in _sightings_in(obs):
+        if not sighting[0]:
+            continue
+        resolved = _sightings.get(sighting, _UNKNOWN)
+        if resolved is _UNKNOWN:
+            resolved = _resolve(signatures, sighting)
+        if resolved is not None and resolved[0].name not in names:
+            names.append(resolved[0].name)
+            found.append(resolved)
+    answer = tuple(found)
+    _last_answer[:] = [(obs, signatures, answer)]
+    return answer
+
+
+_UNKNOWN: Any = object()  # not yet in ``_sightings`` (None there means: no usable name)
+
+
+def _resolve(
+    signatures: Signatures, sighting: tuple[str, str, str | None]
+) -> tuple[SeenName, Identity] | None:
+    raw, where, address = sighting
+    name = normalise_host(raw)
+    resolved = (SeenName(name, where, address), identify(signatures, name)) if name else None
+    if len(_sightings) >= NAME_CACHE_SIZE:
+        _sightings.clear()
+    _sightings[sighting] = resolved
+    return resolved
+
+
+def _sightings_in(obs: Observation) -> list[tuple[str | None, str, str | None]]:
+    """(raw name, where, address) of every name in ``obs``, in order of evidence."""
     dst = obs.flow.dst_ip
-
-    def add(raw: str | None, where: str, address: str | None) -> None:
-        if not raw:
-            return
-        name = normalise_host(raw)
-        if name and all(seen.name != name for seen in found):
-            found.append(SeenName(name, where, address))
-
     if isinstance(obs, DNSMessage):
         # The flow goes to the resolver: the address the name stands for is in the answers.
-        addresses = [a for a, _ in obs.resolved_addresses()]
-        add(obs.query_name, "dns", addresses[0] if addresses else None)
+        address = None
         for answer in obs.answers:
-            if answer.rtype == "CNAME":
-                add(answer.data, "dns-cname", addresses[0] if addresses else None)
+            if answer.rtype in ("A", "AAAA"):
+                address = answer.data
+                break
+        found = [(obs.query_name, "dns", address)]
+        found += [(a.data, "dns-cname", address) for a in obs.answers if a.rtype == "CNAME"]
         return found
-    if isinstance(obs, TLSHandshake):
-        add(obs.client.server_name if obs.client else None, "sni", dst)
-    elif isinstance(obs, LLMCall):
-        add(obs.request.host, "http-host", dst)
-    elif isinstance(obs, HTTPRequest):
-        add(obs.host, "http-host", dst)
-    elif isinstance(obs, Connection):
+    if isinstance(obs, Connection):
         tls_name = obs.tls.client.server_name if obs.tls and obs.tls.client else None
-        add(tls_name, "sni", dst)
-        for request in obs.http:
-            add(request.host, "http-host", dst)
+        found = [(tls_name, "sni", dst)]
+        found += [(request.host, "http-host", dst) for request in obs.http]
+    elif isinstance(obs, TLSHandshake):
+        found = [(obs.client.server_name if obs.client else None, "sni", dst)]
+    elif isinstance(obs, LLMCall):
+        found = [(obs.request.host, "http-host", dst)]
+    elif isinstance(obs, HTTPRequest):
+        found = [(obs.host, "http-host", dst)]
+    else:
+        found = []
     # server_name is SNI/Host when the source had one, else the pipeline's DNS-learned name.
-    add(obs.server_name, "dns", dst)
+    found.append((obs.server_name, "dns", dst))
     # Some relays are listed by bare address (relays.yaml entries with an IP as domain).
-    add(dst, "address", dst)
+    found.append((dst, "address", dst))
     return found
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
-from auditor.detectors.destination_names import identify, names_seen, refile
+from auditor.detectors.destination_names import identified_names, refile
 from auditor.model import (
     Connection,
     DNSMessage,
@@ -70,8 +70,8 @@ class RelayDomainDetector(Detector):
     )
 
     def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
-        for seen in names_seen(obs):
-            relay = identify(ctx.signatures, seen.name).relay
+        for seen, identity in identified_names(obs, ctx.signatures):
+            relay = identity.relay
             if relay is None:
                 continue
             kind, severity = classify(relay)
