@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 # Generic shapes of secrets worth masking in excerpts even when no key format matches:
 # long runs of key-like characters after a typical prefix, bearer tokens, JWTs.
@@ -39,10 +40,41 @@ def mask_secret(secret: str, reveal: bool = False) -> str:
     return f"{secret[:keep]}…({len(secret)} chars, sha256:{fingerprint(secret)})"
 
 
-def mask_in_text(text: str, patterns: Iterable[re.Pattern[str]] = ()) -> str:
-    """``text`` with every match of ``patterns`` (and generic secret shapes) masked."""
-    for pattern in (*patterns, _GENERIC_SECRET):
-        text = pattern.sub(lambda m: mask_secret(m.group(0)), text)
+@dataclass(frozen=True, slots=True)
+class SecretPattern:
+    """A secret's regex and the literals one of which every match contains (case-folded)."""
+
+    pattern: re.Pattern[str]
+    keywords: tuple[str, ...] = ()  # empty: no literal known, the regex always runs
+
+    @classmethod
+    def of(cls, pattern: re.Pattern[str], keywords: Iterable[str] = ()) -> SecretPattern:
+        return cls(pattern, tuple(keyword.casefold() for keyword in keywords))
+
+    def may_occur_in(self, folded_text: str) -> bool:
+        """False when ``folded_text`` (case-folded) cannot hold a match: a substring test is
+        far cheaper than a regex pass that finds nothing."""
+        return not self.keywords or any(keyword in folded_text for keyword in self.keywords)
+
+
+_GENERIC_SECRET_PATTERN = SecretPattern(_GENERIC_SECRET)
+
+
+def _masked(match: re.Match[str]) -> str:
+    return mask_secret(match.group(0))
+
+
+def mask_in_text(text: str, patterns: Iterable[SecretPattern] = ()) -> str:
+    """``text`` with every match of ``patterns`` (and generic secret shapes) masked, in order."""
+    # casefold, not lower: re.IGNORECASE also equates "ſ" with "s" and the Kelvin sign with "k",
+    # which casefold maps too, so a (?i) match's keyword is still found in the folded text.
+    folded = text.casefold()
+    for secret in (*patterns, _GENERIC_SECRET_PATTERN):
+        if not secret.may_occur_in(folded):
+            continue
+        text, masked = secret.pattern.subn(_masked, text)
+        if masked:  # the masks are text the next patterns see
+            folded = text.casefold()
     return text
 
 
@@ -50,7 +82,7 @@ def excerpt(
     text: str,
     limit: int = 80,
     reveal: bool = False,
-    patterns: Iterable[re.Pattern[str]] = (),
+    patterns: Iterable[SecretPattern] = (),
 ) -> str:
     """A short, secret-masked excerpt of ``text`` (the whole text when ``reveal``)."""
     if reveal:

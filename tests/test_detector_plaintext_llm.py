@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sample_signatures import API_SHAPES, fake_openai_key, flow, make_context
 
-from auditor.detectors.plaintext_llm import PlaintextLLMDetector
+from auditor.detectors.plaintext_llm import (
+    PlaintextLLMDetector,
+    key_patterns,
+    matching_key_format,
+)
 from auditor.llm import recognise
 from auditor.model import HTTPRequest, LLMCall, Severity
 from auditor.policy import Policy
-from auditor.redact import fingerprint, text_digest
+from auditor.redact import SecretPattern, excerpt, fingerprint, text_digest
+from auditor.signatures import KeyFormat, load_signatures
 
 SECRET_PROMPT = (
     "Quarterly revenue draft for the board, do not share outside finance: "
@@ -118,3 +126,26 @@ def test_llm_http_request_is_left_to_its_llm_call() -> None:
     # The pipeline feeds both the HTTPRequest and its LLMCall; the key is counted once.
     request = cleartext_request(fake_openai_key())
     assert list(PlaintextLLMDetector().inspect(request, make_context())) == []
+
+
+SHIPPED = load_signatures()
+KEY_FORMATS = [k for k in SHIPPED.key_formats if k.keywords]
+HYPOTHESIS = settings(
+    max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None
+)
+
+
+@pytest.mark.parametrize("key_format", KEY_FORMATS, ids=[k.id for k in KEY_FORMATS])
+def test_keyword_prefilter_changes_neither_masking_nor_key_matching(key_format: KeyFormat) -> None:
+    with_keywords = key_patterns(SHIPPED)
+    every_regex = [SecretPattern(p.pattern) for p in with_keywords]
+
+    @HYPOTHESIS
+    @given(st.from_regex(key_format.regex), st.text(max_size=40), st.text(max_size=40))
+    def check(sample: str, before: str, after: str) -> None:
+        text = f"{before} {sample} {after}"
+        assert excerpt(text, 200, False, with_keywords) == excerpt(text, 200, False, every_regex)
+        expected = next((k for k in SHIPPED.key_formats if k.pattern.search(sample)), None)
+        assert matching_key_format(sample, SHIPPED) is expected
+
+    check()

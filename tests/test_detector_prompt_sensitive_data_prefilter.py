@@ -87,7 +87,7 @@ def test_a_regex_runs_only_when_a_keyword_is_present() -> None:
     assert scan_prompt("secret42", signatures) == {}  # no keyword: the regex did not run
     assert scan_prompt("secret42", signatures, prefilter=False)["secret"].counts["test-marker"] == 1
     assert scan_prompt("marker secret42", signatures)["secret"].counts["test-marker"] == 1
-    assert [m.keywords for m in matchers_for(signatures)] == [("marker",)]
+    assert [m.secret.keywords for m in matchers_for(signatures)] == [("marker",)]
 
 
 SIGNATURES_PATTERNS = {

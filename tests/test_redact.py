@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import re
 import secrets
 
-from auditor.redact import excerpt, fingerprint, mask_secret
+from auditor.redact import SecretPattern, excerpt, fingerprint, mask_in_text, mask_secret
 
 
 def fake_key() -> str:
@@ -36,3 +37,18 @@ def test_excerpt_of_a_long_prompt_masks_a_key_that_crosses_the_cut() -> None:
     out = excerpt(text, limit=100)
     assert key[:20] not in out and out.endswith("…")
     assert out.startswith("word word")
+
+
+def test_a_pattern_runs_only_when_one_of_its_keywords_is_in_the_text() -> None:
+    secret = SecretPattern.of(re.compile(r"secret\d+"), ["MARKER"])
+    assert secret.keywords == ("marker",)
+    assert mask_in_text("secret42", [secret]) == "secret42"  # no keyword: not run
+    assert "secret42" not in mask_in_text("Marker secret42", [secret])
+    assert "secret42" not in mask_in_text("secret42", [SecretPattern(secret.pattern)])
+
+
+def test_masks_of_one_pattern_are_seen_by_the_next() -> None:
+    # The first mask brings the second pattern's keyword into the text.
+    first = SecretPattern.of(re.compile(r"key-\d{20}"), ["key-"])
+    second = SecretPattern.of(re.compile(r"…\(24 chars"), ["24 chars"])
+    assert mask_in_text("key-" + "1" * 20, [first, second]).startswith("key-…(10 chars")

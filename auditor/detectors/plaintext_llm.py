@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import re
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.llm import credential_value, recognise, split_target
 from auditor.model import Finding, HTTPRequest, LLMCall, Observation, Severity, finding_for
-from auditor.redact import excerpt, fingerprint, mask_secret, text_digest
+from auditor.redact import SecretPattern, excerpt, fingerprint, mask_secret, text_digest
 from auditor.signatures import KeyFormat, Signatures
 
 # Headers of a non-LLM request checked for keys, besides those the API shapes name: the two
@@ -34,6 +33,11 @@ from auditor.signatures import KeyFormat, Signatures
 GENERIC_KEY_HEADERS = ("authorization", "x-api-key")
 
 
+# Distinct addresses remembered by the address checks: parsing costs more than the check.
+ADDRESS_CACHE_SIZE = 65536
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -48,14 +52,17 @@ def matching_key_format(value: str, signatures: Signatures) -> KeyFormat | None:
 
 @functools.lru_cache(maxsize=4096)
 def _matching_key_format(value: str, signatures: Signatures) -> KeyFormat | None:
-    for key_format in signatures.key_formats:
-        if key_format.pattern.search(value):
+    folded = value.casefold()
+    for key_format, secret in zip(signatures.key_formats, key_patterns(signatures), strict=True):
+        if secret.may_occur_in(folded) and secret.pattern.search(value):
             return key_format
     return None
 
 
-def key_patterns(signatures: Signatures) -> list[re.Pattern[str]]:
-    return [key_format.pattern for key_format in signatures.key_formats]
+@functools.lru_cache(maxsize=4)
+def key_patterns(signatures: Signatures) -> tuple[SecretPattern, ...]:
+    """The key formats (with their keywords) as patterns to mask, built once per signature set."""
+    return tuple(SecretPattern.of(k.pattern, k.keywords) for k in signatures.key_formats)
 
 
 class PlaintextLLMDetector(Detector):

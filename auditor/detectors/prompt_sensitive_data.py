@@ -25,16 +25,17 @@ keep only their domain). One finding per host, category and set of types found.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import identify
+from auditor.detectors.plaintext_llm import is_loopback
 from auditor.llm.validators import VALIDATORS
 from auditor.model import Finding, LLMCall, Observation, Severity, finding_for
+from auditor.redact import SecretPattern
 from auditor.signatures import Signatures, normalise_host
 
 # Masked samples kept per type in the evidence: enough to find the item in the source, not to
@@ -55,16 +56,9 @@ class SensitiveMatcher:
     type_id: str
     category: str
     severity: Severity
-    pattern: Any  # re.Pattern[str]
+    # The regex, and its keywords: it runs only when the prompt holds one.
+    secret: SecretPattern
     validator: str
-    # Case-folded literals one of which every match contains: the regex runs only when the
-    # prompt holds one. Empty: it always runs.
-    keywords: tuple[str, ...] = ()
-
-
-def folded_keywords(keywords: Iterable[str]) -> tuple[str, ...]:
-    """Keywords as compared with the case-folded prompt."""
-    return tuple(keyword.casefold() for keyword in keywords)
 
 
 _matcher_cache: dict[int, tuple[Signatures, list[SensitiveMatcher]]] = {}
@@ -77,14 +71,14 @@ def matchers_for(signatures: Signatures) -> list[SensitiveMatcher]:
         return cached[1]
     matchers = [
         SensitiveMatcher(
-            entry.id, entry.category, Severity.parse(entry.severity), entry.pattern,
-            entry.validator, folded_keywords(entry.keywords),
+            entry.id, entry.category, Severity.parse(entry.severity),
+            SecretPattern.of(entry.pattern, entry.keywords), entry.validator,
         )
         for entry in signatures.sensitive_data
     ]
     matchers += [
         SensitiveMatcher(f"api-key:{key_format.id}", "secret", KEY_IN_PROMPT_SEVERITY,
-                         key_format.pattern, "none", folded_keywords(key_format.keywords))
+                         SecretPattern.of(key_format.pattern, key_format.keywords), "none")
         for key_format in signatures.key_formats
         if key_format.provider != GENERIC_KEY_PROVIDER
     ]  # fmt: skip
@@ -127,14 +121,10 @@ def scan_prompt(
     for matcher in matchers_for(signatures):
         # Most regexes need a literal (a key prefix, "@", "://"): a substring test over the
         # folded prompt is far cheaper than a regex pass that cannot match.
-        if (
-            prefilter
-            and matcher.keywords
-            and not any(keyword in folded_text for keyword in matcher.keywords)
-        ):
+        if prefilter and not matcher.secret.may_occur_in(folded_text):
             continue
         check = VALIDATORS[matcher.validator]
-        for match in matcher.pattern.finditer(text):
+        for match in matcher.secret.pattern.finditer(text):
             # Key formats with a capture group mark the key itself; the rest the whole match.
             value = next((g for g in match.groups() if g), match.group(0))
             start, end = match.span()
@@ -156,11 +146,8 @@ def scan_prompt(
 
 def destination_risks(call: LLMCall, ctx: DetectionContext) -> list[str]:
     """Why the destination is riskier than an official, in-policy endpoint (empty: it is not)."""
-    try:
-        if ipaddress.ip_address(call.flow.dst_ip).is_loopback:
-            return []
-    except ValueError:
-        pass
+    if is_loopback(call.flow.dst_ip):
+        return []
     host = normalise_host(call.request.host or call.host)
     identity = identify(ctx.signatures, host)
     risks: list[str] = []
