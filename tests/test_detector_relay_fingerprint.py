@@ -7,8 +7,8 @@ import secrets
 
 from sample_signatures import flow, make_context, shipped_signatures
 
-from auditor.detectors.relay_fingerprint import RelayFingerprintDetector
-from auditor.model import HTTPRequest, HTTPResponse, Severity
+from auditor.detectors.relay_fingerprint import RelayFingerprintDetector, header_index
+from auditor.model import HTTPRequest, HTTPResponse, Severity, header_value
 
 CHAT_BODY = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
 
@@ -111,3 +111,12 @@ def test_new_api_html_page_is_recognised() -> None:
 def test_unparsable_body_is_no_error() -> None:
     response = reply([], b"\xff\xfe not json {", status=500)
     assert inspect(exchange("llm.example.net", response)) == []
+
+
+def test_header_index_answers_as_header_lookups_do() -> None:
+    headers = [("X-Oneapi-Request-Id", "first"), ("content-type", "text/plain"),
+               ("x-oneapi-request-id", "second"), ("X-Empty", "")]  # fmt: skip
+    index = header_index(headers)
+    for name in ("x-oneapi-request-id", "X-ONEAPI-REQUEST-ID", "Content-Type", "x-empty", "none"):
+        assert index.get(name.lower()) == header_value(headers, name)
+    assert list(index) == ["x-oneapi-request-id", "content-type", "x-empty"]

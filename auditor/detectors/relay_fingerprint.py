@@ -27,8 +27,8 @@ model's answer that happens to say "one api" is not a relay. Evidence: the marks
 
 from __future__ import annotations
 
+import functools
 import json
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -37,7 +37,7 @@ from auditor.detectors.destination_names import identify
 from auditor.llm import credential_value, find_credential, split_target
 from auditor.llm.wire import decode_text, looks_like_sse, sse_events
 from auditor.model import Finding, HTTPRequest, HTTPResponse, Observation, Severity, finding_for
-from auditor.signatures import RelayFingerprint, normalise_host
+from auditor.signatures import RelayFingerprint, compiled, normalise_host
 
 WEIGHT_SEVERITY = {"strong": Severity.HIGH, "medium": Severity.MEDIUM, "weak": Severity.LOW}
 GENERIC_SOFTWARE = "generic"
@@ -66,8 +66,11 @@ class ExchangeView:
         self.request = request
         self.response: HTTPResponse | None = request.response
         response = self.response
+        # Lower-case header name -> first value, as ``header()`` answers: every mark asks.
+        self.request_headers = header_index(request.headers)
+        self.response_headers = header_index(response.headers) if response else {}
         self.text = decode_text(response.body[:BODY_SCAN_CHARS]) if response else ""
-        content_type = (response.header("content-type") or "").lower() if response else ""
+        content_type = (self.response_headers.get("content-type") or "").lower()
         self.is_html = "text/html" in content_type or self.text.lstrip()[:15].lower() in (
             "<!doctype html>",
         )
@@ -86,6 +89,13 @@ class ExchangeView:
         status = response.status if response else 0
         self.is_error = status >= 400 or (isinstance(self.json, dict) and "error" in self.json)
 
+    @functools.cached_property
+    def credential(self) -> str | None:
+        """The API key the request carries (None: none found)."""
+        found = find_credential(self.request, split_target(self.request.path)[1])
+        return credential_value(found[1]) if found else None
+
+    @functools.cached_property
     def error_message(self) -> str | None:
         for path in ("error.message", "message"):
             value = json_at(self.json, path)
@@ -93,6 +103,7 @@ class ExchangeView:
                 return value
         return None
 
+    @functools.cached_property
     def response_id(self) -> str | None:
         value = json_at(self.json, "id")
         if value is None:  # Anthropic's message_start wraps the message
@@ -100,33 +111,40 @@ class ExchangeView:
         return value if isinstance(value, str) else None
 
 
+def header_index(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """Lower-case name -> the first value of that header (``header_value`` for every name)."""
+    index: dict[str, str] = {}
+    for name, value in headers:
+        index.setdefault(name.lower(), value)
+    return index
+
+
 def fingerprint_matches(fp: RelayFingerprint, view: ExchangeView) -> bool:
     """Does the exchange show this mark?"""
-    request, response = view.request, view.response
     kind = fp.kind
     if kind == "request_header":
-        return fp.name is not None and request.header(fp.name) is not None
+        return fp.name is not None and fp.name.lower() in view.request_headers
     if kind == "issued_key_regex":
-        found = find_credential(request, split_target(request.path)[1])
-        return bool(found and fp.regex and re.search(fp.regex, credential_value(found[1])))
-    if response is None:
+        key = view.credential
+        return bool(key is not None and fp.regex and compiled(fp.regex).search(key))
+    if view.response is None:
         return False
     if kind in ("response_header_present", "upstream_header_leak", "response_header_regex"):
-        value = response.header(fp.name) if fp.name else None
+        value = view.response_headers.get(fp.name.lower()) if fp.name else None
         if value is None:
             return False
-        return fp.value_regex is None or re.search(fp.value_regex, value.strip()) is not None
+        return fp.value_regex is None or compiled(fp.value_regex).search(value.strip()) is not None
     if kind == "response_header_prefix":
         prefix = (fp.name_prefix or "").lower()
-        return any(name.lower().startswith(prefix) for name, _ in response.headers)
+        return any(name.startswith(prefix) for name in view.response_headers)
     if kind == "response_id_regex":
-        reply_id = view.response_id()
-        return bool(reply_id and fp.regex and re.search(fp.regex, reply_id))
+        reply_id = view.response_id
+        return bool(reply_id and fp.regex and compiled(fp.regex).search(reply_id))
     if kind in ("html", "body_substring"):
         if not view.is_html:
             return False
         if kind == "html":
-            return bool(fp.regex and re.search(fp.regex, view.text))
+            return bool(fp.regex and compiled(fp.regex).search(view.text))
         lowered = view.text.lower()
         return any(value.lower() in lowered for value in fp.values)
     if not view.is_error:
@@ -135,11 +153,11 @@ def fingerprint_matches(fp: RelayFingerprint, view: ExchangeView) -> bool:
         value = json_at(view.json, fp.json_path or "")
         if not isinstance(value, str) or value not in fp.equals:
             return False
-        message = view.error_message() or ""
-        return fp.message_regex is None or re.search(fp.message_regex, message) is not None
+        message = view.error_message or ""
+        return fp.message_regex is None or compiled(fp.message_regex).search(message) is not None
     if kind == "error_message_regex":
-        message = view.error_message()
-        return bool(message and fp.regex and re.search(fp.regex, message))
+        message = view.error_message
+        return bool(message and fp.regex and compiled(fp.regex).search(message))
     if kind == "error_leak_markers":
         return any(value in view.text for value in fp.values)
     return False  # a kind this version does not know: never a match
@@ -182,7 +200,7 @@ class RelayFingerprintDetector(Detector):
         revealed = {
             name: value
             for name in REVEALING_HEADERS
-            if view.response is not None and (value := view.response.header(name)) is not None
+            if (value := view.response_headers.get(name)) is not None
         }
         for software, marks in by_software.items():
             severity = max(WEIGHT_SEVERITY[m.weight] for m in marks)
