@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import json
 
-from sample_signatures import API_SHAPES, flow, make_context, shipped_signatures
+from sample_signatures import (
+    API_SHAPES,
+    constructed_signatures,
+    flow,
+    make_context,
+    shipped_signatures,
+)
 
-from auditor.detectors.unofficial_llm_endpoint import UnofficialLLMEndpointDetector
+from auditor.detectors.credential_exposure import official_hosts_of
+from auditor.detectors.unofficial_llm_endpoint import (
+    UnofficialLLMEndpointDetector,
+    official_for_family,
+)
 from auditor.llm import recognise
 from auditor.model import HTTPRequest, LLMCall, Severity
 
@@ -83,3 +93,13 @@ def test_documentation_addresses_count_as_internet_hosts_not_internal() -> None:
     assert address_scope("100.64.0.9") == "private"
     assert address_scope("fd00::5") == "private"
     assert address_scope("127.0.0.1") == "loopback"
+
+
+def test_official_endpoints_are_those_of_the_signature_set_asked() -> None:
+    listed, empty = constructed_signatures(), constructed_signatures()
+    empty.providers.clear()
+    providers, domains = official_for_family(listed, "anthropic")
+    assert providers == ("anthropic", "deepseek") and "api.anthropic.com" in domains
+    assert official_for_family(empty, "anthropic") == ((), ())
+    assert official_hosts_of(listed, "openai") == ("api.openai.com", "chatgpt.com")
+    assert official_hosts_of(empty, "openai") == ()

@@ -25,6 +25,7 @@ Keys are looked for in the credential headers and query parameter the official S
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -35,7 +36,7 @@ from auditor.detectors.plaintext_llm import is_loopback, matching_key_format
 from auditor.llm import find_credential, recognise, split_target
 from auditor.model import Finding, HTTPRequest, LLMCall, Observation, Severity, finding_for
 from auditor.redact import fingerprint, mask_secret
-from auditor.signatures import KeyFormat, normalise_host
+from auditor.signatures import KeyFormat, Signatures, normalise_host
 
 # Distinct keys whose destinations are remembered: a site has a few hundred keys; beyond this
 # the least recently seen is forgotten (its reuse may then go unnoticed, memory stays bounded).
@@ -47,6 +48,12 @@ MAX_HOSTS_PER_KEY = 32
 def request_host(obs: Observation, request: HTTPRequest) -> str:
     """The destination name of a request: Host header, else the name or address of the flow."""
     return normalise_host(request.host or obs.server_name or obs.flow.dst_ip)
+
+
+@functools.lru_cache(maxsize=256)
+def official_hosts_of(signatures: Signatures, provider: str) -> tuple[str, ...]:
+    """The endpoint domains of ``provider``, sorted (per signature set: every key asks)."""
+    return tuple(sorted(p.domain for p in signatures.providers if p.provider == provider))
 
 
 class CredentialExposureDetector(Detector):
@@ -107,7 +114,7 @@ class CredentialExposureDetector(Detector):
         ctx: DetectionContext,
     ) -> Finding | None:
         sigs = ctx.signatures
-        official_hosts = [p.domain for p in sigs.providers if p.provider == key_format.provider]
+        official_hosts = official_hosts_of(sigs, key_format.provider)
         if not official_hosts:
             return None  # not a provider with known endpoints: no "right" host to compare with
         identity = identify(sigs, host)
@@ -121,7 +128,7 @@ class CredentialExposureDetector(Detector):
                 else f"official endpoint of {identity.provider.provider}" if identity.provider
                 else "not an official endpoint"
             ),
-            "official_hosts": sorted(official_hosts)[:10],
+            "official_hosts": list(official_hosts[:10]),
         }
         if relay is not None:
             evidence["relay_domain"] = relay.domain

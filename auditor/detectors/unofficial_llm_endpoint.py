@@ -20,12 +20,14 @@ Severity (kind ``unofficial-llm-endpoint``):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import identify
+from auditor.detectors.plaintext_llm import ADDRESS_CACHE_SIZE
 from auditor.detectors.relay_domain import AGGREGATOR_CATEGORY
 from auditor.model import Finding, LLMCall, Observation, Severity, finding_for
 from auditor.signatures import Signatures, normalise_host
@@ -42,6 +44,7 @@ INTERNAL_NETWORKS = tuple(
 )
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def address_scope(address: str) -> str:
     """"loopback", "private" or "public" for an address; "public" for anything unparsable."""
     try:
@@ -57,11 +60,14 @@ def address_scope(address: str) -> str:
     return "public"
 
 
-def official_for_family(signatures: Signatures, family: str) -> tuple[list[str], list[str]]:
-    """(provider ids, endpoint domains) that serve ``family`` officially."""
+@functools.lru_cache(maxsize=16)  # a few API families per signature set
+def official_for_family(
+    signatures: Signatures, family: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(provider ids, endpoint domains) that serve ``family`` officially (per signature set)."""
     endpoints = [p for p in signatures.providers if family in p.api_shapes]
-    providers = sorted({p.provider for p in endpoints})
-    domains = sorted({p.domain for p in endpoints})
+    providers = tuple(sorted({p.provider for p in endpoints}))
+    domains = tuple(sorted({p.domain for p in endpoints}))
     return providers, domains
 
 
@@ -107,8 +113,8 @@ class UnofficialLLMEndpointDetector(Detector):
                 "host_provider": endpoint.provider if endpoint else None,
                 "host_serves": list(endpoint.api_shapes) if endpoint else [],
                 "relay_category": relay.category if relay else None,
-                "official_providers": providers,
-                "official_hosts": domains[:MAX_OFFICIAL_HOSTS_IN_EVIDENCE],
+                "official_providers": list(providers),
+                "official_hosts": list(domains[:MAX_OFFICIAL_HOSTS_IN_EVIDENCE]),
             },
             evidence_key=obs.family,
         )
