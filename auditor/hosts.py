@@ -63,8 +63,11 @@ class HostRow:
     jurisdiction: str = ""
 
     def seen(self, first: float, last: float) -> None:
-        self.first_seen = first if self.first_seen is None else min(self.first_seen, first)
-        self.last_seen = last if self.last_seen is None else max(self.last_seen, last)
+        # Comparisons rather than min()/max(): called for every connection and finding.
+        if self.first_seen is None or first < self.first_seen:
+            self.first_seen = first
+        if self.last_seen is None or last > self.last_seen:
+            self.last_seen = last
 
     @property
     def max_severity(self) -> Severity | None:

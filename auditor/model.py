@@ -295,8 +295,11 @@ class Finding:
     def merge(self, other: Finding) -> None:
         """Fold a repeat of this finding into it."""
         self.count += other.count
-        self.first_seen = min(self.first_seen, other.first_seen)
-        self.last_seen = max(self.last_seen, other.last_seen)
+        # Comparisons rather than min()/max(): the pipeline merges every repeat.
+        if other.first_seen < self.first_seen:
+            self.first_seen = other.first_seen
+        if other.last_seen > self.last_seen:
+            self.last_seen = other.last_seen
         if other.severity > self.severity:
             self.severity = other.severity
             self.title = other.title
