@@ -15,10 +15,9 @@ into names is the job of ``signatures/`` (see ``auditor.signatures``).
 Errors: a stream that merely ends early is not an error (``None`` / a partial result); bytes that
 cannot be a valid handshake raise ``TLSParseError`` whose message says what was wrong and where.
 
-Speed: ``parse_client_hello`` first tries a flat parser that reads the one body buffer by offset
-(no reader or per-extension objects); anything it does not fully accept is parsed again by the
-bounds-checked reader, which raises the precise error. Both accept exactly the same input and
-build the same ``ClientHello``.
+Speed: the hello parsers read the one body buffer by offset, with no reader or per-field
+objects; a length that does not fit is only then turned into the error message (see "bounds
+checks" below).
 """
 
 from __future__ import annotations
@@ -115,75 +114,98 @@ ALERT_DESCRIPTIONS = {
 # "SSLv2-compatible" hellos that offer SSL 3.0 / TLS.
 SSL2_CLIENT_HELLO = 1
 SSL2_VERSION = 0x0002
+# After its msg_type: version, then the lengths of cipher_specs, session_id and challenge.
+_SSL2_HELLO_FIELDS = struct.Struct(">HHHH")
 
 
 class TLSParseError(ValueError):
     """The bytes are not a well-formed TLS handshake; the message says what was wrong."""
 
 
-class _Incomplete(Exception):
-    """Internal: the stream ended before the structure did (not an error for a prefix)."""
+# --- bounds checks ---------------------------------------------------------------------------
+# The parsers read the one buffer they are given by offset: no reader object or slice per field,
+# since they run on every handshake of a capture. Each length is checked against the end of what
+# encloses it before it is used, and the first one that does not fit raises a TLSParseError built
+# here, naming the structure and the field ("ClientHello cipher_suites length 64 exceeds
+# remaining 20 bytes"). The idiom for a vector (RFC 8446 §3.4) with a 2-byte length at ``pos``:
+#     if pos + 2 > end or (stop := pos + 2 + ((data[pos] << 8) | data[pos + 1])) > end:
+#         raise _vector_error(data, pos, end, 2, what, field_name)
 
 
-class _Reader:
-    """Bounds-checked big-endian reads over one structure, with errors naming that structure."""
+def _overrun(what: str, field_name: str, length: int, remaining: int) -> TLSParseError:
+    """A field of ``length`` bytes where only ``remaining`` are left."""
+    return TLSParseError(f"{what} {field_name} length {length} exceeds remaining {remaining} bytes")
 
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.what = what
 
-    @property
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
+def _vector_error(
+    data: bytes, pos: int, end: int, size: int, what: str, field_name: str
+) -> TLSParseError:
+    """Why the vector whose ``size``-byte length is at ``data[pos]`` does not fit by ``end``."""
+    if pos + size > end:
+        return TLSParseError(
+            f"{what} {field_name} length field needs {size} bytes, {end - pos} remain"
+        )
+    length = int.from_bytes(data[pos : pos + size], "big")
+    return _overrun(what, field_name, length, end - pos - size)
 
-    def take(self, count: int, field_name: str) -> bytes:
-        if count > self.remaining:
+
+def _extension_name(message: str, ext_type: int) -> str:
+    """How errors name an extension: "ClientHello extension 0x0010" (built only for an error)."""
+    return f"{message} extension 0x{ext_type:04x}"
+
+
+# An extension's type and length (RFC 8446 §4.2), read in one call.
+_EXTENSION_HEADER = struct.Struct(">HH")
+
+
+def _extensions(body: bytes, pos: int, message: str) -> Iterator[tuple[int, int, int]]:
+    """(type, data start, data end) of each extension in the block at ``body[pos:]``, in order.
+
+    Lazy, so the caller reads each extension before the next header is checked: of two faults,
+    the one earlier on the wire is reported.
+    """
+    end = len(body)
+    if pos + 2 > end or (block_end := pos + 2 + ((body[pos] << 8) | body[pos + 1])) > end:
+        raise _vector_error(body, pos, end, 2, message, "extensions")
+    pos += 2
+    while pos < block_end:
+        if pos + 4 > block_end:
             raise TLSParseError(
-                f"{self.what} {field_name} length {count} exceeds remaining {self.remaining} bytes"
+                f"{message} extension header needs 4 bytes, {block_end - pos} remain"
             )
-        chunk = self.data[self.pos : self.pos + count]
-        self.pos += count
-        return chunk
-
-    def uint(self, size: int, field_name: str) -> int:
-        return int.from_bytes(self.take(size, field_name), "big")
-
-    def vector(self, length_size: int, field_name: str) -> bytes:
-        """A length-prefixed vector (RFC 8446 §3.4)."""
-        if length_size > self.remaining:
-            raise TLSParseError(
-                f"{self.what} {field_name} length field needs {length_size} bytes, "
-                f"{self.remaining} remain"
-            )
-        length = self.uint(length_size, field_name)
-        return self.take(length, field_name)
+        ext_type, length = _EXTENSION_HEADER.unpack_from(body, pos)
+        data_end = pos + 4 + length
+        if data_end > block_end:
+            raise _overrun(message, f"extension 0x{ext_type:04x}", length, block_end - pos - 4)
+        yield ext_type, pos + 4, data_end
+        pos = data_end
 
 
-def _extensions(block: bytes, message: str) -> Iterator[tuple[int, bytes]]:
-    """(type, data) of each extension in an extensions block, in wire order."""
-    pos = 0
-    while pos < len(block):
-        if len(block) - pos < 4:
-            raise TLSParseError(
-                f"{message} extension header needs 4 bytes, {len(block) - pos} remain"
-            )
-        ext_type = int.from_bytes(block[pos : pos + 2], "big")
-        length = int.from_bytes(block[pos + 2 : pos + 4], "big")
-        remaining = len(block) - pos - 4
-        if length > remaining:
-            raise TLSParseError(
-                f"{message} extension 0x{ext_type:04x} length {length} exceeds remaining "
-                f"{remaining} bytes"
-            )
-        yield ext_type, block[pos + 4 : pos + 4 + length]
-        pos += 4 + length
+def _session_id_end(body: bytes, message: str) -> int:
+    """Where the session id of a ClientHello / ServerHello body ends (after version, random)."""
+    end = len(body)
+    if end < 2:
+        raise _overrun(message, "legacy_version", 2, end)
+    if end < 34:
+        raise _overrun(message, "random", 32, end - 2)
+    if end < 35 or (session_end := 35 + body[34]) > end:
+        raise _vector_error(body, 34, end, 1, message, "session_id")
+    if session_end > 35 + 32:
+        raise TLSParseError(f"{message} session_id length {session_end - 35} exceeds 32")
+    return session_end
 
 
-def _uint16_list(data: bytes, what: str) -> list[int]:
-    if len(data) % 2:
-        raise TLSParseError(f"{what} has odd length {len(data)}")
-    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+def _uint16_values(data: bytes, start: int, stop: int) -> list[int] | None:
+    """``data[start:stop]`` as big-endian 16-bit values; None for an odd length."""
+    length = stop - start
+    if length & 1:
+        return None
+    return list(struct.unpack_from(f">{length >> 1}H", data, start))
+
+
+def _odd_length_error(what: str, length: int) -> TLSParseError:
+    """A list of 16-bit values with an odd byte count."""
+    return TLSParseError(f"{what} has odd length {length}")
 
 
 # --- detection -------------------------------------------------------------------------------
@@ -272,218 +294,159 @@ def _handshake_messages(buffer: bytearray, side: str) -> Iterator[tuple[int, byt
 
 # --- ClientHello -----------------------------------------------------------------------------
 
+# ClientHello extensions holding one list, by the size of its length: 16-bit code points
+# (signature schemes, groups, versions) or, for ec_point_formats, bytes. Sets, not tuples
+# written in place, so the per-extension test builds nothing.
+_TWO_BYTE_LENGTH_LISTS = frozenset((EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_GROUPS))
+_ONE_BYTE_LENGTH_LISTS = frozenset((EXT_EC_POINT_FORMATS, EXT_SUPPORTED_VERSIONS))
+# The name each of those lists has in its RFC (8446 §4.2; 8422 §5.1.2), for errors.
+_CLIENT_LIST_FIELDS = {
+    EXT_SIGNATURE_ALGORITHMS: "supported_signature_algorithms",
+    EXT_SUPPORTED_GROUPS: "named_group_list",
+    EXT_EC_POINT_FORMATS: "ec_point_format_list",
+    EXT_SUPPORTED_VERSIONS: "versions",
+}
+
 
 def parse_client_hello(handshake_body: bytes, record_version: int = 0x0301) -> ClientHello:
     """Parse a ClientHello from its handshake body (after the 4-byte handshake header).
 
     ``record_version`` is what the record layer said (0 when there was none, as in QUIC).
-    The JA4 (transport "t") and JA3 fingerprints are filled in.
+    The JA4 (transport "t") and JA3 fingerprints are filled in. Bytes that do not fit raise
+    ``TLSParseError`` naming the first field that is wrong.
     """
-    hello = _parse_client_hello_flat(handshake_body, record_version)
-    if hello is None:
-        # Malformed (or unusual enough to doubt): the checked reader gives the exact error.
-        hello = _parse_client_hello_checked(handshake_body, record_version)
+    hello = _read_client_hello(handshake_body, record_version)
     hello.ja4, hello.ja4_r = ja4(hello)
     hello.ja3, hello.ja3_hash = ja3(hello)
     return hello
 
 
-def _uint16_values(data: bytes, start: int, length: int) -> list[int] | None:
-    """``length`` bytes at ``start`` as big-endian 16-bit values; None for an odd length."""
-    if length & 1:
-        return None
-    return list(struct.unpack_from(f">{length >> 1}H", data, start))
-
-
-def _parse_client_hello_flat(body: bytes, record_version: int) -> ClientHello | None:
-    """The ClientHello read by offsets over ``body``; None when anything is out of bounds.
-
-    Mirrors ``_parse_client_hello_checked`` field by field (same acceptance, same result); it
-    only gives up instead of naming the error.
-    """
+def _read_client_hello(body: bytes, record_version: int) -> ClientHello:
+    """The ClientHello fields of a handshake body (fingerprints are left to the caller)."""
     end = len(body)
-    if end < 35:
-        return None
-    legacy_version = (body[0] << 8) | body[1]
-    session_length = body[34]
-    pos = 35 + session_length
-    if session_length > 32 or pos + 2 > end:
-        return None
-    cipher_length = (body[pos] << 8) | body[pos + 1]
-    pos += 2
-    if cipher_length == 0 or pos + cipher_length > end:
-        return None
-    cipher_suites = _uint16_values(body, pos, cipher_length)
+    pos = _session_id_end(body, "ClientHello")
+    if pos + 2 > end or (cipher_end := pos + 2 + ((body[pos] << 8) | body[pos + 1])) > end:
+        raise _vector_error(body, pos, end, 2, "ClientHello", "cipher_suites")
+    if cipher_end == pos + 2:
+        raise TLSParseError("ClientHello offers no cipher suites")
+    cipher_suites = _uint16_values(body, pos + 2, cipher_end)
     if cipher_suites is None:
-        return None
-    pos += cipher_length
-    if pos >= end:
-        return None
-    compression_length = body[pos]
-    pos += 1 + compression_length
-    if compression_length == 0 or pos > end:
-        return None
-    extensions: list[int] = []
+        raise _odd_length_error("ClientHello cipher_suites", cipher_end - pos - 2)
+    pos = cipher_end
+    if pos + 1 > end or (compression_end := pos + 1 + body[pos]) > end:
+        raise _vector_error(body, pos, end, 1, "ClientHello", "compression_methods")
+    if compression_end == pos + 1:
+        raise TLSParseError("ClientHello offers no compression methods")
+    pos = compression_end
     hello = ClientHello(
         record_version=record_version,
-        legacy_version=legacy_version,
+        legacy_version=(body[0] << 8) | body[1],
         cipher_suites=cipher_suites,
-        extensions=extensions,
+        extensions=[],
     )
     if pos == end:
-        return hello  # no extensions (SSL 3.0 / early TLS 1.0)
-    if pos + 2 > end:
-        return None
-    block_end = pos + 2 + ((body[pos] << 8) | body[pos + 1])
-    if block_end > end:
-        return None
-    pos += 2
-    while pos < block_end:
-        if pos + 4 > block_end:
-            return None
-        ext_type = (body[pos] << 8) | body[pos + 1]
-        data_start = pos + 4
-        data_end = data_start + ((body[pos + 2] << 8) | body[pos + 3])
-        if data_end > block_end:
-            return None
+        return hello  # extensions are optional (absent in SSL 3.0 / early TLS 1.0 hellos)
+    extensions = hello.extensions
+    for ext_type, data_start, data_end in _extensions(body, pos, "ClientHello"):
         extensions.append(ext_type)
         if ext_type == EXT_SERVER_NAME:
-            if data_end > data_start and not _flat_server_name(hello, body, data_start, data_end):
-                return None
+            if data_end > data_start:  # empty is legal in a ServerHello echo; tolerate it
+                _read_server_names(hello, body, data_start, data_end)
         elif ext_type == EXT_ALPN:
-            if not _flat_alpn(hello, body, data_start, data_end):
-                return None
-        elif ext_type in (EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_GROUPS):
-            if data_start + 2 > data_end:
-                return None
-            list_length = (body[data_start] << 8) | body[data_start + 1]
-            if data_start + 2 + list_length > data_end:
-                return None
-            values = _uint16_values(body, data_start + 2, list_length)
+            _read_alpn_protocols(hello, body, data_start, data_end)
+        elif ext_type in _TWO_BYTE_LENGTH_LISTS:
+            if (
+                data_start + 2 > data_end
+                or (list_end := data_start + 2 + ((body[data_start] << 8) | body[data_start + 1]))
+                > data_end
+            ):
+                raise _client_list_error(body, data_start, data_end, 2, ext_type)
+            values = _uint16_values(body, data_start + 2, list_end)
             if values is None:
-                return None
+                raise _odd_length_error(
+                    _extension_name("ClientHello", ext_type), list_end - data_start - 2
+                )
             if ext_type == EXT_SIGNATURE_ALGORITHMS:
                 hello.signature_algorithms = values
             else:
                 hello.supported_groups = values
-        elif ext_type in (EXT_EC_POINT_FORMATS, EXT_SUPPORTED_VERSIONS):
-            if data_start + 1 > data_end:
-                return None
-            list_length = body[data_start]
-            if data_start + 1 + list_length > data_end:
-                return None
+        elif ext_type in _ONE_BYTE_LENGTH_LISTS:
+            if (
+                data_start + 1 > data_end
+                or (list_end := data_start + 1 + body[data_start]) > data_end
+            ):
+                raise _client_list_error(body, data_start, data_end, 1, ext_type)
             if ext_type == EXT_EC_POINT_FORMATS:
-                hello.ec_point_formats = list(body[data_start + 1 : data_start + 1 + list_length])
+                hello.ec_point_formats = list(body[data_start + 1 : list_end])
             else:
-                versions = _uint16_values(body, data_start + 1, list_length)
+                versions = _uint16_values(body, data_start + 1, list_end)
                 if versions is None:
-                    return None
+                    raise _odd_length_error(
+                        _extension_name("ClientHello", ext_type), list_end - data_start - 1
+                    )
                 hello.supported_versions = versions
-        pos = data_end
     return hello
 
 
-def _flat_server_name(hello: ClientHello, body: bytes, start: int, end: int) -> bool:
-    """Read a non-empty SNI extension at body[start:end]; False when it is malformed."""
-    if start + 2 > end:
-        return False
-    list_end = start + 2 + ((body[start] << 8) | body[start + 1])
-    if list_end > end:
-        return False
+def _client_list_error(
+    body: bytes, start: int, end: int, size: int, ext_type: int
+) -> TLSParseError:
+    """The list of the ClientHello extension ``ext_type`` at ``body[start:end]`` does not fit."""
+    return _vector_error(
+        body,
+        start,
+        end,
+        size,
+        _extension_name("ClientHello", ext_type),
+        _CLIENT_LIST_FIELDS[ext_type],
+    )
+
+
+def _read_server_names(hello: ClientHello, body: bytes, start: int, end: int) -> None:
+    """The first host name of a non-empty SNI extension at ``body[start:end]`` (RFC 6066 §3)."""
+    if start + 2 > end or (list_end := start + 2 + ((body[start] << 8) | body[start + 1])) > end:
+        raise _vector_error(
+            body, start, end, 2, _extension_name("ClientHello", EXT_SERVER_NAME), "server_name_list"
+        )
     pos = start + 2
     while pos < list_end:
-        if pos + 3 > list_end:
-            return False
-        name_type = body[pos]
-        name_end = pos + 3 + ((body[pos + 1] << 8) | body[pos + 2])
-        if name_end > list_end:
-            return False
-        if name_type == 0 and hello.server_name is None:
-            # Host names are ASCII (RFC 6066 §3); keep odd bytes visible, never fail on them.
+        # name_type (1 byte), then the name as a vector with a 2-byte length
+        if (
+            pos + 3 > list_end
+            or (name_end := pos + 3 + ((body[pos + 1] << 8) | body[pos + 2])) > list_end
+        ):
+            raise _vector_error(
+                body,
+                pos + 1,
+                list_end,
+                2,
+                _extension_name("ClientHello", EXT_SERVER_NAME),
+                "host_name",
+            )
+        if body[pos] == 0 and hello.server_name is None:
+            # Host names are ASCII; keep odd bytes visible, never fail on them.
             hello.server_name = body[pos + 3 : name_end].decode("ascii", errors="backslashreplace")
         pos = name_end
-    return True
 
 
-def _flat_alpn(hello: ClientHello, body: bytes, start: int, end: int) -> bool:
-    """Read an ALPN extension at body[start:end]; False when it is malformed."""
-    if start + 2 > end:
-        return False
-    list_end = start + 2 + ((body[start] << 8) | body[start + 1])
-    if list_end > end:
-        return False
+def _read_alpn_protocols(hello: ClientHello, body: bytes, start: int, end: int) -> None:
+    """The protocol names of an ALPN extension at ``body[start:end]`` (RFC 7301 §3.1)."""
+    if start + 2 > end or (list_end := start + 2 + ((body[start] << 8) | body[start + 1])) > end:
+        raise _vector_error(
+            body, start, end, 2, _extension_name("ClientHello", EXT_ALPN), "protocol_name_list"
+        )
     pos = start + 2
     alpn = hello.alpn
     while pos < list_end:
         name_end = pos + 1 + body[pos]
         if name_end > list_end:
-            return False
-        # latin-1 keeps the exact bytes recoverable (JA4 needs them).
+            raise _vector_error(
+                body, pos, list_end, 1, _extension_name("ClientHello", EXT_ALPN), "protocol_name"
+            )
+        # latin-1 maps every byte to one character, so the exact bytes can be recovered (JA4
+        # needs them) even for non-ASCII protocol ids.
         alpn.append(body[pos + 1 : name_end].decode("latin-1"))
         pos = name_end
-    return True
-
-
-def _parse_client_hello_checked(handshake_body: bytes, record_version: int) -> ClientHello:
-    """The ClientHello read with bounds-checked readers: raises a ``TLSParseError`` naming
-    the field that is wrong. Fingerprints are left to the caller."""
-    reader = _Reader(handshake_body, "ClientHello")
-    legacy_version = reader.uint(2, "legacy_version")
-    reader.take(32, "random")
-    session_id = reader.vector(1, "session_id")
-    if len(session_id) > 32:
-        raise TLSParseError(f"ClientHello session_id length {len(session_id)} exceeds 32")
-    cipher_bytes = reader.vector(2, "cipher_suites")
-    if not cipher_bytes:
-        raise TLSParseError("ClientHello offers no cipher suites")
-    cipher_suites = _uint16_list(cipher_bytes, "ClientHello cipher_suites")
-    if not reader.vector(1, "compression_methods"):
-        raise TLSParseError("ClientHello offers no compression methods")
-    hello = ClientHello(
-        record_version=record_version,
-        legacy_version=legacy_version,
-        cipher_suites=cipher_suites,
-        extensions=[],
-    )
-    # Extensions are optional (absent in SSL 3.0 / early TLS 1.0 hellos).
-    if reader.remaining:
-        for ext_type, ext_data in _extensions(reader.vector(2, "extensions"), "ClientHello"):
-            hello.extensions.append(ext_type)
-            _read_client_extension(hello, ext_type, ext_data)
-    return hello
-
-
-def _read_client_extension(hello: ClientHello, ext_type: int, data: bytes) -> None:
-    """Fill the ClientHello fields an extension carries; unknown extensions are only listed."""
-    what = f"ClientHello extension 0x{ext_type:04x}"
-    if ext_type == EXT_SERVER_NAME:
-        if not data:  # an empty SNI extension is legal in a ServerHello echo; tolerate it
-            return
-        names = _Reader(_Reader(data, what).vector(2, "server_name_list"), what)
-        while names.remaining:
-            name_type = names.uint(1, "name_type")
-            name = names.vector(2, "host_name")
-            if name_type == 0 and hello.server_name is None:
-                # Host names are ASCII (RFC 6066 §3); keep odd bytes visible, never fail on them.
-                hello.server_name = name.decode("ascii", errors="backslashreplace")
-    elif ext_type == EXT_ALPN:
-        protocols = _Reader(_Reader(data, what).vector(2, "protocol_name_list"), what)
-        while protocols.remaining:
-            # latin-1 maps every byte to one character, so the exact bytes can be recovered
-            # (JA4 needs them) even for non-ASCII protocol ids.
-            hello.alpn.append(protocols.vector(1, "protocol_name").decode("latin-1"))
-    elif ext_type == EXT_SIGNATURE_ALGORITHMS:
-        hello.signature_algorithms = _uint16_list(
-            _Reader(data, what).vector(2, "supported_signature_algorithms"), what
-        )
-    elif ext_type == EXT_SUPPORTED_GROUPS:
-        hello.supported_groups = _uint16_list(
-            _Reader(data, what).vector(2, "named_group_list"), what
-        )
-    elif ext_type == EXT_EC_POINT_FORMATS:
-        hello.ec_point_formats = list(_Reader(data, what).vector(1, "ec_point_format_list"))
-    elif ext_type == EXT_SUPPORTED_VERSIONS:
-        hello.supported_versions = _uint16_list(_Reader(data, what).vector(1, "versions"), what)
 
 
 def _parse_sslv2_client_hello(data: bytes) -> ClientHello | None:
@@ -493,20 +456,24 @@ def _parse_sslv2_client_hello(data: bytes) -> ClientHello | None:
     16-bit IANA value; SSLv2-only kinds keep their 24-bit value (always > 0xFFFF).
     """
     length = ((data[0] & 0x7F) << 8) | data[1]
-    if len(data) < 2 + length:
+    end = 2 + length
+    if len(data) < end:
         return None
-    reader = _Reader(data[2 : 2 + length], "SSLv2 ClientHello")
-    reader.uint(1, "msg_type")
-    version = reader.uint(2, "version")
-    spec_length = reader.uint(2, "cipher_specs length")
-    session_length = reader.uint(2, "session_id length")
-    challenge_length = reader.uint(2, "challenge length")
+    # The 9-byte header at data[2:11] (``_is_sslv2_client_hello`` made sure it is there): msg_type,
+    # version, and the lengths of the three fields that follow it.
+    version, spec_length, session_length, challenge_length = _SSL2_HELLO_FIELDS.unpack_from(data, 3)
     if spec_length % 3 or spec_length == 0:
         raise TLSParseError(f"SSLv2 ClientHello cipher_specs length {spec_length} is not 3*n > 0")
-    specs = reader.take(spec_length, "cipher_specs")
-    reader.take(session_length, "session_id")
-    reader.take(challenge_length, "challenge")
-    suites = [int.from_bytes(specs[i : i + 3], "big") for i in range(0, spec_length, 3)]
+    pos = 11
+    for field_name, field_length in (
+        ("cipher_specs", spec_length),
+        ("session_id", session_length),
+        ("challenge", challenge_length),
+    ):
+        if pos + field_length > end:
+            raise _overrun("SSLv2 ClientHello", field_name, field_length, end - pos)
+        pos += field_length
+    suites = [int.from_bytes(data[i : i + 3], "big") for i in range(11, 11 + spec_length, 3)]
     hello = ClientHello(
         record_version=SSL2_VERSION,
         legacy_version=version,
@@ -616,92 +583,65 @@ def parse_server_hello(handshake_body: bytes) -> ServerHello:
     return server_hello
 
 
-def _parse_server_hello(handshake_body: bytes) -> tuple[ServerHello, bool]:
-    """The ServerHello and whether it is a HelloRetryRequest."""
-    parsed = _parse_server_hello_flat(handshake_body)
-    if parsed is None:
-        # Malformed (or unusual enough to doubt): the checked reader gives the exact error.
-        parsed = _parse_server_hello_checked(handshake_body)
-    return parsed
-
-
-def _parse_server_hello_flat(body: bytes) -> tuple[ServerHello, bool] | None:
-    """``_parse_server_hello_checked`` by offsets over ``body``; None where it would fail."""
+def _parse_server_hello(body: bytes) -> tuple[ServerHello, bool]:
+    """The ServerHello and whether it is a HelloRetryRequest; ``TLSParseError`` names the first
+    field that does not fit."""
     end = len(body)
-    if end < 35:
-        return None
-    session_length = body[34]
-    pos = 35 + session_length
-    if session_length > 32 or pos + 3 > end:
-        return None
+    pos = _session_id_end(body, "ServerHello")
+    if pos + 3 > end:  # cipher_suite (2 bytes), compression_method (1 byte)
+        if pos + 2 > end:
+            raise _overrun("ServerHello", "cipher_suite", 2, end - pos)
+        raise _overrun("ServerHello", "compression_method", 1, end - pos - 2)
     hello = ServerHello(
         legacy_version=(body[0] << 8) | body[1], cipher_suite=(body[pos] << 8) | body[pos + 1]
     )
-    pos += 3  # cipher suite, compression method
-    if pos < end:
-        if pos + 2 > end:
-            return None
-        block_end = pos + 2 + ((body[pos] << 8) | body[pos + 1])
-        if block_end > end:
-            return None
-        pos += 2
-        while pos < block_end:
-            if pos + 4 > block_end:
-                return None
-            ext_type = (body[pos] << 8) | body[pos + 1]
-            data_start = pos + 4
-            data_end = data_start + ((body[pos + 2] << 8) | body[pos + 3])
-            if data_end > block_end:
-                return None
+    if pos + 3 < end:
+        for ext_type, data_start, data_end in _extensions(body, pos + 3, "ServerHello"):
             hello.extensions.append(ext_type)
             if ext_type == EXT_SUPPORTED_VERSIONS:
                 if data_start + 2 > data_end:
-                    return None
+                    raise _overrun(
+                        _extension_name("ServerHello", ext_type),
+                        "selected_version",
+                        2,
+                        data_end - data_start,
+                    )
                 hello.selected_version = (body[data_start] << 8) | body[data_start + 1]
             elif ext_type == EXT_ALPN:
-                # The protocol list, then its first name (the one the server selected).
-                if data_start + 2 > data_end:
-                    return None
-                list_end = data_start + 2 + ((body[data_start] << 8) | body[data_start + 1])
-                name_start = data_start + 3
-                if list_end > data_end or name_start > list_end:
-                    return None
-                name_end = name_start + body[data_start + 2]
-                if name_end > list_end:
-                    return None
-                hello.alpn = body[name_start:name_end].decode("latin-1")
-            pos = data_end
+                hello.alpn = _selected_alpn_protocol(body, data_start, data_end)
     return hello, body[2:34] == HELLO_RETRY_REQUEST_RANDOM
 
 
-def _parse_server_hello_checked(handshake_body: bytes) -> tuple[ServerHello, bool]:
-    """The ServerHello read with bounds-checked readers (errors name the bad field)."""
-    reader = _Reader(handshake_body, "ServerHello")
-    legacy_version = reader.uint(2, "legacy_version")
-    random = reader.take(32, "random")
-    session_id = reader.vector(1, "session_id")
-    if len(session_id) > 32:
-        raise TLSParseError(f"ServerHello session_id length {len(session_id)} exceeds 32")
-    hello = ServerHello(legacy_version=legacy_version, cipher_suite=reader.uint(2, "cipher_suite"))
-    reader.uint(1, "compression_method")
-    if reader.remaining:
-        for ext_type, ext_data in _extensions(reader.vector(2, "extensions"), "ServerHello"):
-            hello.extensions.append(ext_type)
-            what = f"ServerHello extension 0x{ext_type:04x}"
-            if ext_type == EXT_SUPPORTED_VERSIONS:
-                hello.selected_version = _Reader(ext_data, what).uint(2, "selected_version")
-            elif ext_type == EXT_ALPN:
-                names = _Reader(_Reader(ext_data, what).vector(2, "protocol_name_list"), what)
-                hello.alpn = names.vector(1, "protocol_name").decode("latin-1")
-    return hello, random == HELLO_RETRY_REQUEST_RANDOM
+def _selected_alpn_protocol(body: bytes, start: int, end: int) -> str:
+    """The protocol a ServerHello's ALPN extension at ``body[start:end]`` selected: the first
+    (and only) name of its protocol list (RFC 7301 §3.1)."""
+    if start + 2 > end or (list_end := start + 2 + ((body[start] << 8) | body[start + 1])) > end:
+        raise _vector_error(
+            body, start, end, 2, _extension_name("ServerHello", EXT_ALPN), "protocol_name_list"
+        )
+    name_start = start + 3
+    if name_start > list_end or (name_end := name_start + body[start + 2]) > list_end:
+        raise _vector_error(
+            body, start + 2, list_end, 1, _extension_name("ServerHello", EXT_ALPN), "protocol_name"
+        )
+    return body[name_start:name_end].decode("latin-1")
 
 
 def _parse_certificate_message(body: bytes) -> list[Certificate]:
     """A TLS <= 1.2 Certificate message: a 24-bit-length list of 24-bit-length DER certs."""
-    reader = _Reader(_Reader(body, "Certificate").vector(3, "certificate_list"), "Certificate")
+    end = len(body)
+    if end < 3 or (list_end := 3 + int.from_bytes(body[:3], "big")) > end:
+        raise _vector_error(body, 0, end, 3, "Certificate", "certificate_list")
     certificates = []
-    while reader.remaining:
-        certificates.append(parse_certificate(reader.vector(3, "certificate")))
+    pos = 3
+    while pos < list_end:
+        if (
+            pos + 3 > list_end
+            or (cert_end := pos + 3 + int.from_bytes(body[pos : pos + 3], "big")) > list_end
+        ):
+            raise _vector_error(body, pos, list_end, 3, "Certificate", "certificate")
+        certificates.append(parse_certificate(body[pos + 3 : cert_end]))
+        pos = cert_end
     return certificates
 
 
