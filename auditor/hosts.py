@@ -124,9 +124,9 @@ class HostTable:
             row.service = str(ev.get("api_family") or row.service)
 
     def update_finding(self, finding: Finding) -> None:
-        row = self._row(finding.host)
-        row.findings[finding.key] = finding
-        row.seen(finding.first_seen, finding.last_seen)
+        """``finding`` (added before, the same object) took in a repeat: its times may have
+        moved."""
+        self._row(finding.host).seen(finding.first_seen, finding.last_seen)
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per host (the columns of ``HOST_COLUMNS``), most severe first, with sets

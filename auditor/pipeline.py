@@ -72,7 +72,8 @@ class Pipeline:
             detectors if detectors is not None else all_detectors(ctx.policy.disabled_detectors)
         )
         self._recognise = recognise
-        self._by_type: dict[type, list[Detector]] = {}
+        # Observation type -> (its stats key, the detectors that read it): worked out once.
+        self._routes: dict[type, tuple[str, list[Detector]]] = {}
         self.names = NameBook()
         self.hosts = HostTable(ctx.signatures.version_name)
         self.findings: dict[tuple[str, str, str, str], Finding] = {}
@@ -81,16 +82,17 @@ class Pipeline:
         self.on_finding = on_finding
         self.on_connection = on_connection
 
-    def _detectors_for(self, obs_type: type) -> list[Detector]:
-        found = self._by_type.get(obs_type)
-        if found is None:
-            found = [d for d in self.detectors if issubclass(obs_type, d.observes)]
-            self._by_type[obs_type] = found
-        return found
+    def _route(self, obs_type: type) -> tuple[str, list[Detector]]:
+        route = self._routes.get(obs_type)
+        if route is None:
+            detectors = [d for d in self.detectors if issubclass(obs_type, d.observes)]
+            route = self._routes[obs_type] = (f"observations.{obs_type.__name__}", detectors)
+        return route
 
     def feed(self, obs: Observation) -> None:
         """Run one observation through naming, LLM recognition and every detector for it."""
-        self.stats[f"observations.{type(obs).__name__}"] += 1
+        stats_key, detectors = self._route(type(obs))
+        self.stats[stats_key] += 1
         if obs.server_name is None:
             obs.server_name = self.names.name_for(obs.flow.dst_ip)
         if isinstance(obs, DNSMessage):
@@ -99,7 +101,7 @@ class Pipeline:
             self.hosts.add_connection(obs, self.ctx.geo.lookup(obs.flow.dst_ip))
             if self.on_connection is not None:
                 self.on_connection(obs)
-        self._detect(obs)
+        self._detect(obs, detectors)
         if isinstance(obs, HTTPRequest):
             try:
                 call = self._recognise(obs, self.ctx.signatures.api_shapes)
@@ -113,10 +115,11 @@ class Pipeline:
         for obs in observations:
             self.feed(obs)
 
-    def _detect(self, obs: Observation) -> None:
-        for detector in self._detectors_for(type(obs)):
+    def _detect(self, obs: Observation, detectors: list[Detector]) -> None:
+        ctx = self.ctx
+        for detector in detectors:
             try:
-                produced = list(detector.inspect(obs, self.ctx))
+                produced = list(detector.inspect(obs, ctx))
             except Exception as exc:
                 self._record_error(detector.name, obs, exc)
                 continue
