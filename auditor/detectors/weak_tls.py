@@ -246,14 +246,17 @@ class WeakTLSDetector(Detector):
         )
 
     def _client_suites(self, client: ClientHello, sigs: Signatures) -> Iterator[Problem]:
-        real = [
-            c for c in client.cipher_suites if not is_grease(c) and c not in SIGNALLING_SUITES
-        ]
-        if not real:
-            return
-        suites = [sigs.cipher_suites.get(c) for c in real]
-        # Unknown code points are not assumed weak: the table decides.
-        if all(s is not None and s.severity for s in suites):
+        real: list[int] = []
+        for code in client.cipher_suites:
+            if is_grease(code) or code in SIGNALLING_SUITES:
+                continue
+            suite = sigs.cipher_suites.get(code)
+            # Unknown code points are not assumed weak: the table decides. Clients list a
+            # strong suite first, so most hellos are judged at their first real suite.
+            if suite is None or not suite.severity:
+                return
+            real.append(code)
+        if real:
             yield (
                 "weak-tls.client-offers-only-weak",
                 Severity.MEDIUM,
