@@ -37,7 +37,7 @@ from typing import ClassVar
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import identify
 from auditor.model import Finding, LLMCall, Observation, Severity, finding_for
-from auditor.signatures import ResponseShape, normalise_host
+from auditor.signatures import ResponseShape, compiled, normalise_host
 
 # The suffixes providers add when they resolve an alias to a snapshot: a date (2024-08-06,
 # 20251001), a four-digit MMDD (OpenAI's gpt-3.5-turbo-0125) or a three-digit revision
@@ -129,7 +129,7 @@ class ModelSubstitutionDetector(Detector):
         broken: list[dict[str, object]] = []
         provider = None
         for shape in ctx.signatures.response_shapes:
-            if obs.api not in shape.apis or not re.search(shape.model_regex, claimed_model):
+            if obs.api not in shape.apis or not compiled(shape.model_regex).search(claimed_model):
                 continue
             provider = shape.provider
             problem = shape_problem(shape, obs)
@@ -168,7 +168,7 @@ def shape_problem(shape: ResponseShape, call: LLMCall) -> str | None:
     if shape.check == "response_id":
         if call.response_id is None or shape.regex is None:
             return None  # no id to judge (e.g. a reply cut before it)
-        if re.search(shape.regex, call.response_id) is None:
+        if compiled(shape.regex).search(call.response_id) is None:
             return f"id {call.response_id[:40]!r} does not match {shape.regex}"
     elif shape.check == "response_headers":
         missing = [h for h in shape.headers if response.header(h) is None]
