@@ -46,7 +46,8 @@ def split_target(target: str) -> tuple[str, dict[str, list[str]]]:
         path, query = parts.path or "/", parts.query
     else:
         path, _, query = target.partition("?")
-    return path, parse_qs(query, keep_blank_values=True)
+    # Most targets have no query: skip parse_qs's work for the {} it would give.
+    return path, parse_qs(query, keep_blank_values=True) if query else {}
 
 
 def credential_value(header_value: str) -> str:
