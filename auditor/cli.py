@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -18,6 +19,25 @@ if TYPE_CHECKING:
     from auditor.sinks import FindingsRecorder
 
 SEVERITY_NAMES = [s.label for s in Severity]
+
+
+class LazyGroup(click.Group):
+    """A command group whose commands from other modules are imported when first asked for, so
+    that ``auditor pcap`` does not load the report, SOC and proxy modules."""
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})  # name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy_commands.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            module_name, attribute = target.split(":")
+            self.add_command(getattr(importlib.import_module(module_name), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 def _load_context(
@@ -38,7 +58,17 @@ def _load_context(
     return DetectionContext(signatures=signatures, policy=policy, geo=geo)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    lazy_commands={
+        "findings": "auditor.soc_cli:findings_command",
+        "hosts": "auditor.soc_cli:hosts_command",
+        "sinks": "auditor.soc_cli:sinks_command",
+        "report": "auditor.report:report_command",
+        "proxy": "auditor.proxy.launcher:proxy_command",
+    },
+)
 @click.version_option(__version__, prog_name="auditor")
 @click.option(
     "--config",
@@ -321,7 +351,11 @@ def _summary_lines(summary: dict) -> list[str]:  # type: ignore[type-arg]
 # -- signatures --------------------------------------------------------------------------------
 
 
-@cli.group("signatures")
+@cli.group(
+    "signatures",
+    cls=LazyGroup,
+    lazy_commands={"export": "auditor.soc_cli:export_command"},
+)
 def signatures_group() -> None:
     """Inspect and check the signature data."""
 
@@ -431,27 +465,6 @@ def signatures_list(kind: str, signatures_dir: str | None, fmt: str) -> None:
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     Console().print(table)
-
-
-def _register_commands() -> None:
-    """Commands of the other parts: SOC tooling (store, sinks, exports) and the proxy."""
-    from auditor.report import report_command
-    from auditor.soc_cli import export_command, findings_command, hosts_command, sinks_command
-
-    cli.add_command(findings_command, "findings")
-    cli.add_command(hosts_command, "hosts")
-    cli.add_command(sinks_command, "sinks")
-    signatures_group.add_command(export_command, "export")
-    cli.add_command(report_command, "report")
-    try:
-        from auditor.proxy.launcher import proxy_command
-    except ImportError:
-        pass
-    else:
-        cli.add_command(proxy_command, "proxy")
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ import gzip
 import json
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -270,3 +272,14 @@ def test_progress_bar_run_records_findings_too(tmp_path: Path) -> None:
 def test_no_store_writes_nothing(tmp_path: Path, isolated_findings_store: Path) -> None:
     assert run("pcap", str(SAMPLE), "--format", "jsonl", "--no-store")[0] == 0
     assert not isolated_findings_store.exists()
+
+
+def test_pcap_does_not_import_the_report_soc_or_proxy_modules() -> None:
+    # Those commands are registered lazily: a pcap run should not pay for their imports.
+    code = (
+        "import sys; from auditor.cli import cli; "
+        "print(sorted(m for m in ('auditor.report', 'auditor.soc_cli', 'auditor.proxy.launcher',"
+        " 'auditor.outputs.html_report') if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -88,7 +89,9 @@ def test_bad_arguments_are_one_line_errors(args: list[str], message: str) -> Non
 
 def test_the_cli_offers_the_proxy_command() -> None:
     cli_module = pytest.importorskip("auditor.cli")
-    assert cli_module.cli.commands.get("proxy") is proxy_command
+    context = click.Context(cli_module.cli)
+    assert "proxy" in cli_module.cli.list_commands(context)
+    assert cli_module.cli.get_command(context, "proxy") is proxy_command
 
 
 def test_enforcement_flags_load_the_enforcement_addon() -> None:
