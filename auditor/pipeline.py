@@ -83,15 +83,13 @@ class Pipeline:
         self.on_connection = on_connection
 
     def _route(self, obs_type: type) -> tuple[str, list[Detector]]:
-        route = self._routes.get(obs_type)
-        if route is None:
-            detectors = [d for d in self.detectors if issubclass(obs_type, d.observes)]
-            route = self._routes[obs_type] = (f"observations.{obs_type.__name__}", detectors)
+        detectors = [d for d in self.detectors if issubclass(obs_type, d.observes)]
+        route = self._routes[obs_type] = (f"observations.{obs_type.__name__}", detectors)
         return route
 
     def feed(self, obs: Observation) -> None:
         """Run one observation through naming, LLM recognition and every detector for it."""
-        stats_key, detectors = self._route(type(obs))
+        stats_key, detectors = self._routes.get(type(obs)) or self._route(type(obs))
         self.stats[stats_key] += 1
         if obs.server_name is None:
             obs.server_name = self.names.name_for(obs.flow.dst_ip)

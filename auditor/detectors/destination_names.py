@@ -30,7 +30,7 @@ from auditor.signatures import ProviderEndpoint, RelayDomain, Signatures, normal
 # observation. One set at a time, so a process that loads new signatures does not keep the old
 # ones alive; each memo is emptied when full, so a long-running proxy stays bounded.
 NAME_CACHE_SIZE = 65536
-_cache_owner: list[Signatures] = []
+_cache_owner: list[Signatures | None] = [None]
 _identities: dict[str, Identity] = {}
 _sightings: dict[tuple[str, str, str | None], tuple[SeenName, Identity] | None] = {}
 
@@ -52,16 +52,16 @@ class SeenName(NamedTuple):
 
 
 def _use(signatures: Signatures) -> None:
-    """Make the memos hold answers for ``signatures``."""
-    if not _cache_owner or _cache_owner[0] is not signatures:
-        _cache_owner[:] = [signatures]
-        _identities.clear()
-        _sightings.clear()
+    """Make the memos hold answers for ``signatures`` (callers check ``_cache_owner`` first)."""
+    _cache_owner[0] = signatures
+    _identities.clear()
+    _sightings.clear()
 
 
 def identify(signatures: Signatures, name: str) -> Identity:
     """``provider_for_host`` and ``relay_for_host`` of ``name``, memoised per signature set."""
-    _use(signatures)
+    if _cache_owner[0] is not signatures:
+        _use(signatures)
     found = _identities.get(name)
     if found is None:
         if len(_identities) >= NAME_CACHE_SIZE:
@@ -85,7 +85,8 @@ def identified_names(
         last_obs, last_signatures, answer = _last_answer[0]
         if last_obs is obs and last_signatures is signatures:
             return answer
-    _use(signatures)
+    if _cache_owner[0] is not signatures:
+        _use(signatures)
     found: list[tuple[SeenName, Identity]] = []
     names: list[str] = []  # at most a handful: a list beats a set
     for sighting in _sightings_in(obs):
