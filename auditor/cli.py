@@ -193,7 +193,6 @@ def pcap_command(
     from auditor.analysis import analyse_captures
     from auditor.outputs.connections import ConnectionWriter
     from auditor.outputs.findings import write_result
-    from auditor.outputs.table import render
 
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet writes a binary file: give --output PATH")
@@ -234,11 +233,15 @@ def pcap_command(
 
     summary = _summary(offline, engine, writer.count if writer else None)
     result = offline.analysis
-    if fmt == "table" and output is None:
-        render(result, Console(), _summary_lines(summary))
-    elif fmt == "table":
-        with output.open("w", encoding="utf-8") as fh:  # type: ignore[union-attr]
-            render(result, Console(file=fh, width=200, color_system=None), _summary_lines(summary))
+    if fmt == "table":
+        from auditor.outputs.table import render  # rich tables: only for this format
+
+        lines = _summary_lines(summary)
+        if output is None:
+            render(result, Console(), lines)
+        else:
+            with output.open("w", encoding="utf-8") as fh:
+                render(result, Console(file=fh, width=200, color_system=None), lines)
     else:
         write_result(result, fmt, sys.stdout, output, summary, view=view)
         for line in _summary_lines(summary):
