@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from auditor.model import Severity
+from auditor.signatures import YAML_LOADER
 
 
 class PolicyError(ValueError):
@@ -193,7 +194,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
     """The policy in ``path``, or the shipped default policy."""
     path = Path(path) if path else default_policy_path()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER) or {}
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy: {exc.strerror}") from None
     except yaml.YAMLError as exc:
