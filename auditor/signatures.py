@@ -69,7 +69,7 @@ class DomainRule:
         if self.match == "suffix":
             return host == self.domain or host.endswith("." + self.domain)
         if self.match == "regex" and self.regex:
-            return re.search(self.regex, host) is not None
+            return compiled(self.regex).search(host) is not None
         return False
 
 
