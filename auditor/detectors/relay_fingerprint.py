@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
@@ -119,48 +119,84 @@ def header_index(headers: list[tuple[str, str]]) -> dict[str, str]:
     return index
 
 
-def fingerprint_matches(fp: RelayFingerprint, view: ExchangeView) -> bool:
-    """Does the exchange show this mark?"""
-    kind = fp.kind
-    if kind == "request_header":
-        return fp.name is not None and fp.name.lower() in view.request_headers
-    if kind == "issued_key_regex":
-        key = view.credential
-        return bool(key is not None and fp.regex and compiled(fp.regex).search(key))
-    if view.response is None:
+# One matcher per kind of mark. With no reply, the view's reply fields are empty (no headers,
+# no id, neither HTML nor an error), so every reply mark is simply not seen.
+def _request_header(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    return fp.name is not None and fp.name.lower() in view.request_headers
+
+
+def _issued_key(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    key = view.credential
+    return bool(key is not None and fp.regex and compiled(fp.regex).search(key))
+
+
+def _response_header(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    value = view.response_headers.get(fp.name.lower()) if fp.name else None
+    if value is None:
         return False
-    if kind in ("response_header_present", "upstream_header_leak", "response_header_regex"):
-        value = view.response_headers.get(fp.name.lower()) if fp.name else None
-        if value is None:
-            return False
-        return fp.value_regex is None or compiled(fp.value_regex).search(value.strip()) is not None
-    if kind == "response_header_prefix":
-        prefix = (fp.name_prefix or "").lower()
-        return any(name.startswith(prefix) for name in view.response_headers)
-    if kind == "response_id_regex":
-        reply_id = view.response_id
-        return bool(reply_id and fp.regex and compiled(fp.regex).search(reply_id))
-    if kind in ("html", "body_substring"):
-        if not view.is_html:
-            return False
-        if kind == "html":
-            return bool(fp.regex and compiled(fp.regex).search(view.text))
-        lowered = view.text.lower()
-        return any(value.lower() in lowered for value in fp.values)
+    return fp.value_regex is None or compiled(fp.value_regex).search(value.strip()) is not None
+
+
+def _response_header_prefix(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    prefix = (fp.name_prefix or "").lower()
+    return any(name.startswith(prefix) for name in view.response_headers)
+
+
+def _response_id(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    reply_id = view.response_id
+    return bool(reply_id and fp.regex and compiled(fp.regex).search(reply_id))
+
+
+def _html(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    return view.is_html and bool(fp.regex and compiled(fp.regex).search(view.text))
+
+
+def _body_substring(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    if not view.is_html:
+        return False
+    lowered = view.text.lower()
+    return any(value.lower() in lowered for value in fp.values)
+
+
+def _error_json(fp: RelayFingerprint, view: ExchangeView) -> bool:
     if not view.is_error:
         return False
-    if kind == "error_json":
-        value = json_at(view.json, fp.json_path or "")
-        if not isinstance(value, str) or value not in fp.equals:
-            return False
-        message = view.error_message or ""
-        return fp.message_regex is None or compiled(fp.message_regex).search(message) is not None
-    if kind == "error_message_regex":
-        message = view.error_message
-        return bool(message and fp.regex and compiled(fp.regex).search(message))
-    if kind == "error_leak_markers":
-        return any(value in view.text for value in fp.values)
-    return False  # a kind this version does not know: never a match
+    value = json_at(view.json, fp.json_path or "")
+    if not isinstance(value, str) or value not in fp.equals:
+        return False
+    message = view.error_message or ""
+    return fp.message_regex is None or compiled(fp.message_regex).search(message) is not None
+
+
+def _error_message(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    message = view.error_message if view.is_error else None
+    return bool(message and fp.regex and compiled(fp.regex).search(message))
+
+
+def _error_leak_markers(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    return view.is_error and any(value in view.text for value in fp.values)
+
+
+MARK_MATCHERS: dict[str, Callable[[RelayFingerprint, ExchangeView], bool]] = {
+    "request_header": _request_header,
+    "issued_key_regex": _issued_key,
+    "response_header_present": _response_header,
+    "upstream_header_leak": _response_header,
+    "response_header_regex": _response_header,
+    "response_header_prefix": _response_header_prefix,
+    "response_id_regex": _response_id,
+    "html": _html,
+    "body_substring": _body_substring,
+    "error_json": _error_json,
+    "error_message_regex": _error_message,
+    "error_leak_markers": _error_leak_markers,
+}
+
+
+def fingerprint_matches(fp: RelayFingerprint, view: ExchangeView) -> bool:
+    """Does the exchange show this mark? A kind this version does not know: never."""
+    matcher = MARK_MATCHERS.get(fp.kind)
+    return matcher is not None and matcher(fp, view)
 
 
 class RelayFingerprintDetector(Detector):
@@ -185,6 +221,8 @@ class RelayFingerprintDetector(Detector):
             if fingerprint_matches(fp, view):
                 for software in fp.software:
                     by_software.setdefault(software, []).append(fp)
+        if not by_software:
+            return
         if len(by_software) > 1:
             # A named software explains the generic marks too ("new api" in a New API page).
             by_software.pop(GENERIC_SOFTWARE, None)
