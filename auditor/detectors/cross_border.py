@@ -45,6 +45,14 @@ class CrossBorderDetector(Detector):
             return  # not an AI destination: a country alone is not a finding
         policy = ctx.policy
         geo = ctx.geo.lookup(obs.flow.dst_ip)
+        foreign_address = bool(geo.country) and not policy.country_allowed(geo.country)
+        foreign_operator = (
+            endpoint is not None
+            and not endpoint.region_scoped
+            and not policy.jurisdiction_allowed(endpoint.jurisdiction)
+        )
+        if not foreign_address and not foreign_operator:
+            return  # the usual case: the evidence below is built only for a finding
         about: dict[str, Any] = {
             "address": obs.flow.dst_ip,
             "country": geo.country,
@@ -57,7 +65,7 @@ class CrossBorderDetector(Detector):
             "relay_domain": relay.domain if relay else None,
             "llm_call_seen": isinstance(obs, LLMCall),
         }
-        if geo.country and not policy.country_allowed(geo.country):
+        if foreign_address:
             evidence = {**about, "allowed_countries": sorted(policy.allowed_countries)}
             if geo.anycast:
                 evidence["note"] = (
@@ -73,11 +81,8 @@ class CrossBorderDetector(Detector):
                 evidence=evidence,
                 evidence_key=geo.country,
             )
-        if (
-            endpoint is not None
-            and not endpoint.region_scoped
-            and not policy.jurisdiction_allowed(endpoint.jurisdiction)
-        ):
+        if foreign_operator:
+            assert endpoint is not None
             sends_data = endpoint.kind in API_KINDS or isinstance(obs, LLMCall)
             yield finding_for(
                 obs,
