@@ -14,7 +14,6 @@ from auditor import __version__
 from auditor.model import Severity
 
 if TYPE_CHECKING:
-    from auditor.detectors.base import DetectionContext
     from auditor.hosts import HostTable
     from auditor.sinks import FindingsRecorder
 
@@ -38,24 +37,6 @@ class LazyGroup(click.Group):
             module_name, attribute = target.split(":")
             self.add_command(getattr(importlib.import_module(module_name), attribute), cmd_name)
         return super().get_command(ctx, cmd_name)
-
-
-def _load_context(
-    policy_path: str | None, geoip_db: str | None, signatures_dir: str | None
-) -> DetectionContext:
-    """Signatures, policy and GeoIP, or a one-line ``click.ClickException``."""
-    from auditor.detectors.base import DetectionContext
-    from auditor.enrich.geo import open_geo
-    from auditor.policy import PolicyError, load_policy
-    from auditor.signatures import SignatureError, load_signatures
-
-    try:
-        signatures = load_signatures(Path(signatures_dir) if signatures_dir else None)
-        policy = load_policy(policy_path)
-        geo = open_geo(geoip_db, signatures)
-    except (SignatureError, PolicyError, OSError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    return DetectionContext(signatures=signatures, policy=policy, geo=geo)
 
 
 @click.group(
@@ -191,12 +172,16 @@ def pcap_command(
 ) -> None:
     """Analyse pcap/pcapng captures (gzip too) and report findings per destination host."""
     from auditor.analysis import analyse_captures
+    from auditor.context import ContextError, load_context
     from auditor.outputs.connections import ConnectionWriter
     from auditor.outputs.findings import write_result
 
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet writes a binary file: give --output PATH")
-    ctx = _load_context(policy_path, geoip_db, signatures_dir)
+    try:
+        ctx = load_context(signatures_dir, policy_path, geoip_db)
+    except ContextError as exc:
+        raise click.ClickException(str(exc)) from None
     err = Console(stderr=True)
     show_progress = err.is_terminal if progress is None else progress
 

@@ -211,6 +211,16 @@ def test_bad_policy_is_a_usage_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_an_unreadable_input_is_named_with_its_path(tmp_path: Path) -> None:
+    geoip_db = tmp_path / "countries.mmdb"
+    result = CliRunner().invoke(cli, ["pcap", str(SAMPLE), "--geoip-db", str(geoip_db)])
+    assert result.exit_code == 1
+    assert f"GeoIP database: {geoip_db}: GeoIP database not found" in result.output
+    result = CliRunner().invoke(cli, ["pcap", str(SAMPLE), "--signatures", str(tmp_path / "no")])
+    assert result.exit_code == 1
+    assert f"signatures: {tmp_path / 'no'}: no such directory" in result.output
+
+
 def test_policy_changes_what_is_cross_border(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(

@@ -413,16 +413,11 @@ def test_engines_agree_on_recorded_loopback_traffic(tmp_path: Path) -> None:
 @pytest.mark.parametrize("capture", sample_captures(), ids=lambda p: p.name)
 def test_engines_give_the_same_findings_on_samples(capture: Path) -> None:
     from auditor.analysis import analyse_captures
-    from auditor.detectors.base import DetectionContext
-    from auditor.enrich.geo import open_geo
-    from auditor.policy import load_policy
-    from auditor.signatures import load_signatures
+    from auditor.context import load_context
 
-    signatures = load_signatures()
     findings = {}
     for engine in ("fast", "tshark"):
-        ctx = DetectionContext(signatures, load_policy(None), open_geo(None, signatures))
-        result = analyse_captures([capture], ctx, engine=engine)
+        result = analyse_captures([capture], load_context(), engine=engine)
         assert result.unreadable == []
         findings[engine] = sorted(
             (f.kind, f.host, f.severity.label, f.count) for f in result.analysis.findings

@@ -153,8 +153,10 @@ def completion_body(model: str) -> bytes:
 def test_configure_rejects_unreadable_inputs_with_clear_messages(tmp_path: Path) -> None:
     addon = EgressAudit()
     with taddons.context(addon) as tctx, stopped_at_the_end(addon):
-        with pytest.raises(OptionsError, match=r"auditor_policy: .*no such file"):
+        with pytest.raises(OptionsError, match=r"auditor_policy: .*missing\.yaml: cannot read"):
             tctx.configure(addon, auditor_policy=str(tmp_path / "missing.yaml"))
+        with pytest.raises(OptionsError, match=r"auditor_signatures: .*nowhere: no such directory"):
+            tctx.configure(addon, auditor_signatures=str(tmp_path / "nowhere"))
         with pytest.raises(OptionsError, match="auditor_max_body_scan must be a positive"):
             tctx.configure(addon, auditor_max_body_scan=0)
         with pytest.raises(OptionsError, match="auditor_findings_jsonl: cannot write"):

@@ -182,19 +182,15 @@ def analyse_with_notes(
 ) -> tuple[list[Any], dict[str, int]]:
     """Findings and detector notes of the demo capture, default policy + ``policy_overrides``."""
     from auditor.analysis import analyse_captures
-    from auditor.detectors.base import DetectionContext
-    from auditor.enrich.geo import open_geo
-    from auditor.policy import load_policy
-    from auditor.signatures import load_signatures
+    from auditor.context import load_context
 
-    signatures = load_signatures()
+    context = load_context()
     # Overrides replace fields of the shipped default policy; lists become the policy's sets.
     overrides = {
         name: set(value) if isinstance(value, list) else value
         for name, value in json.loads(policy_overrides).items()
     }
-    policy = dataclasses.replace(load_policy(), **overrides)
-    context = DetectionContext(signatures=signatures, policy=policy, geo=open_geo(None, signatures))
+    context.policy = dataclasses.replace(context.policy, **overrides)
     result = analyse_captures([DEMO], context, engine=engine)
     assert not result.unreadable, [c.error for c in result.unreadable]
     assert not result.analysis.errors, result.analysis.errors

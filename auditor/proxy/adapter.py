@@ -46,7 +46,6 @@ import zlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from mitmproxy import connection, ctx, http
@@ -71,6 +70,7 @@ if TYPE_CHECKING:
     from mitmproxy.addonmanager import Loader
     from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
+    from auditor.context import ContextInput
     from auditor.detectors.base import DetectionContext
     from auditor.proxy.detection_worker import DetectionWorker
     from auditor.signatures import Signatures
@@ -88,6 +88,13 @@ DEFAULT_MAX_BODY_SCAN = 1 << 20
 # handshake message only); 0x0303 is what mitmproxy itself assumes when it re-wraps one.
 # JA4 and JA3 do not use it.
 ASSUMED_RECORD_VERSION = 0x0303
+
+# The option that gives each input of the detection context, for error messages.
+CONTEXT_OPTIONS: dict[ContextInput, str] = {
+    "signatures": "auditor_signatures",
+    "policy": "auditor_policy",
+    "GeoIP database": "auditor_geoip_db",
+}
 
 # Options whose change needs a new detection context (and so a new pipeline).
 DETECTION_OPTIONS = frozenset(
@@ -516,34 +523,17 @@ def declare_detection_options(loader: Loader) -> None:
 
 def detection_context_from(options: Any) -> DetectionContext:
     """Signatures, policy and GeoIP as the options say, or an ``OptionsError`` naming which."""
-    from auditor.detectors.base import DetectionContext
-    from auditor.enrich.geo import open_geo
-    from auditor.policy import PolicyError, load_policy
-    from auditor.signatures import SignatureError, load_signatures
+    from auditor.context import ContextError, load_context
 
-    for option in ("auditor_policy", "auditor_geoip_db"):
-        path = getattr(options, option)
-        if path and not Path(path).is_file():
-            raise OptionsError(f"{option}: {path}: no such file")
-    if options.auditor_signatures and not Path(options.auditor_signatures).is_dir():
-        raise OptionsError(f"auditor_signatures: {options.auditor_signatures}: no such directory")
     try:
-        signatures = load_signatures(
-            Path(options.auditor_signatures) if options.auditor_signatures else None
+        return load_context(
+            options.auditor_signatures,
+            options.auditor_policy,
+            options.auditor_geoip_db,
+            reveal_evidence=options.auditor_reveal_evidence,
         )
-    except (SignatureError, OSError) as exc:
-        raise OptionsError(f"auditor_signatures: {exc}") from None
-    try:
-        policy = load_policy(options.auditor_policy or None)
-    except (PolicyError, OSError) as exc:
-        raise OptionsError(f"auditor_policy: {exc}") from None
-    if options.auditor_reveal_evidence:
-        policy.reveal_evidence = True
-    try:
-        geo = open_geo(options.auditor_geoip_db or None, signatures)
-    except (OSError, ValueError) as exc:
-        raise OptionsError(f"auditor_geoip_db: {exc}") from None
-    return DetectionContext(signatures=signatures, policy=policy, geo=geo)
+    except ContextError as exc:
+        raise OptionsError(f"{CONTEXT_OPTIONS[exc.which]}: {exc.detail}") from None
 
 
 # --- the addon -----------------------------------------------------------------------------

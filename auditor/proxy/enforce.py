@@ -34,6 +34,7 @@ from mitmproxy.exceptions import OptionsError
 from auditor.model import Finding, Severity
 from auditor.proxy.adapter import (
     DEFAULT_MAX_BODY_SCAN,
+    DETECTION_OPTIONS,
     declare_detection_options,
     detection_context_from,
     guarded,
@@ -134,12 +135,7 @@ class EgressEnforce:
             self.redact_keys = bool(options.enforce_redact_keys)
         if "auditor_max_body_scan" in updated and hasattr(options, "auditor_max_body_scan"):
             self.max_body_scan = max(1, int(options.auditor_max_body_scan))
-        if self.context is None or updated & {
-            "auditor_policy",
-            "auditor_signatures",
-            "auditor_geoip_db",
-            "auditor_reveal_evidence",
-        }:
+        if self.context is None or updated & DETECTION_OPTIONS:
             self.context = detection_context_from(options)
 
     @property
