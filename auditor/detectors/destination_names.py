@@ -123,11 +123,8 @@ def _sightings_in(obs: Observation) -> list[tuple[str | None, str, str | None]]:
     dst = obs.flow.dst_ip
     if isinstance(obs, DNSMessage):
         # The flow goes to the resolver: the address the name stands for is in the answers.
-        address = None
-        for answer in obs.answers:
-            if answer.rtype in ("A", "AAAA"):
-                address = answer.data
-                break
+        resolved = obs.resolved_addresses()
+        address = resolved[0][0] if resolved else None
         found = [(obs.query_name, "dns", address)]
         found += [(a.data, "dns-cname", address) for a in obs.answers if a.rtype == "CNAME"]
         return found
