@@ -1,8 +1,8 @@
 """The one way to build a ``DetectionContext`` (signatures, policy, GeoIP) from where they are.
 
-The CLI and the proxy addons both call ``load_context``; each maps a ``ContextError`` to its
-own option name (``--policy``, ``auditor_policy``, ...), so what went wrong reads the same in
-both.
+The CLI and the proxy addons both call ``load_context``, so an input fails the same way in
+both; only the wording of a ``ContextError`` is theirs: the CLI prints it as it is ("policy:
+PATH: ..."), the proxy names its option instead ("auditor_policy: PATH: ...").
 """
 
 from __future__ import annotations
