@@ -10,9 +10,12 @@ and its wall time are its own:
   tshark engine reads (the same facts), output to /dev/null;
 - ``auditor --engine tshark`` (``--with-tshark-engine``): the same CLI on Wireshark's dissection.
 
-Then it prints wall and CPU seconds (user + system of the child and its children: steadier
-than wall time on a shared machine), packets/s, MB/s (capture file bytes), peak RSS, the time
-and CPU ratios to tshark, and how peak RSS changed when the capture doubled (flat: about 1.0x).
+Each tool runs ``--repeat`` times per capture (3 by default), the tools taking turns so that a
+slow spell of a shared machine does not fall on one of them only. Then it prints, per tool and
+capture, the median wall and CPU seconds (user + system of the child and its children: steadier
+than wall time on a shared machine) with the fastest and slowest CPU, packets/s and MB/s
+(capture file bytes) at the median, peak RSS, the time and CPU ratios to tshark's medians, and
+how peak RSS changed when the capture doubled (flat: about 1.0x).
 
     python bench/bench_pcap.py                      # 1,000,000 and 2,000,000 packets
     python bench/bench_pcap.py --packets 200000     # quicker
@@ -25,11 +28,12 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,29 +128,56 @@ def commands(capture: Path, tshark: str, with_tshark_engine: bool) -> dict[str, 
     return found
 
 
+def median_runs(runs: list[Run]) -> list[tuple[Run, float, float]]:
+    """Per (capture, tool), in first-run order: a Run holding the median wall and CPU seconds
+    and the largest peak RSS of its repeats, with the fastest and slowest CPU seconds."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.capture, run.tool), []).append(run)
+    summary = []
+    for group in groups.values():
+        cpu = [r.cpu_seconds for r in group]
+        median = replace(
+            group[0],
+            seconds=statistics.median(r.seconds for r in group),
+            cpu_seconds=statistics.median(cpu),
+            peak_rss_mb=max(r.peak_rss_mb for r in group),
+            exit_code=max(r.exit_code for r in group),
+        )
+        summary.append((median, min(cpu), max(cpu)))
+    return summary
+
+
 def print_table(runs: list[Run]) -> None:
-    tshark_runs = {r.capture: r for r in runs if r.tool == "tshark"}
+    summary = median_runs(runs)
+    repeats = len(runs) // len(summary)
+    tshark_runs = {r.capture: r for r, _, _ in summary if r.tool == "tshark"}
     header = (
-        f"{'capture':<32} {'tool':<24} {'packets':>9} {'seconds':>8} {'CPU s':>7} "
-        f"{'packets/s':>10} {'MB/s':>7} {'peak RSS MB':>11} {'time/tshark':>11} {'CPU/tshark':>10}"
+        f"{'capture':<30} {'tool':<24} {'packets':>9} {'seconds':>8} {'CPU s':>6} "
+        f"{'CPU range':>11} {'packets/s':>10} {'MB/s':>6} {'peak RSS MB':>11} "
+        f"{'time/tshark':>11} {'CPU/tshark':>10}"
     )
+    print(f"medians of {repeats} run(s) per tool and capture")
     print(header)
     print("-" * len(header))
-    for run in runs:
+    for run, fastest, slowest in summary:
         base = tshark_runs.get(run.capture)
         time_ratio = run.seconds / base.seconds if base and base.seconds else 0.0
         cpu_ratio = run.cpu_seconds / base.cpu_seconds if base and base.cpu_seconds else 0.0
+        cpu_range = f"{fastest:.1f}-{slowest:.1f}"
         print(
-            f"{run.capture:<32} {run.tool:<24} {run.packets:>9} {run.seconds:>8.1f} "
-            f"{run.cpu_seconds:>7.1f} {run.packets_per_second:>10.0f} {run.mb_per_second:>7.1f} "
-            f"{run.peak_rss_mb:>11.0f} {time_ratio:>10.2f}x {cpu_ratio:>9.2f}x"
+            f"{run.capture:<30} {run.tool:<24} {run.packets:>9} {run.seconds:>8.1f} "
+            f"{run.cpu_seconds:>6.1f} {cpu_range:>11} {run.packets_per_second:>10.0f} "
+            f"{run.mb_per_second:>6.1f} {run.peak_rss_mb:>11.0f} {time_ratio:>10.2f}x "
+            f"{cpu_ratio:>9.2f}x"
         )
 
 
 def print_memory_growth(runs: list[Run], small: str, large: str) -> None:
-    print("\nPeak RSS when the capture doubles:")
-    for tool in dict.fromkeys(r.tool for r in runs):
-        by_capture = {r.capture: r for r in runs if r.tool == tool}
+    print("\nPeak RSS when the capture doubles (largest of the repeats):")
+    summary = [run for run, _, _ in median_runs(runs)]
+    for tool in dict.fromkeys(r.tool for r in summary):
+        by_capture = {r.capture: r for r in summary if r.tool == tool}
         if small in by_capture and large in by_capture:
             before, after = by_capture[small].peak_rss_mb, by_capture[large].peak_rss_mb
             print(f"  {tool:<24} {before:7.0f} MB -> {after:7.0f} MB  ({after / before:.2f}x)")
@@ -174,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where the captures are written and kept for the next run",
     )
     parser.add_argument("--no-double", action="store_true", help="skip the 2N capture")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per tool and capture")
     parser.add_argument(
         "--with-tshark-engine", action="store_true", help="also time auditor --engine tshark"
     )
@@ -197,9 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         capture, packets = ensure_capture(args.workdir, size, args.seed)
         captures.append(capture.name)
-        for tool, command in commands(capture, tshark, args.with_tshark_engine).items():
-            print(f"  running {tool} on {capture.name} ...", flush=True)
-            runs.append(timed_child(tool, command, capture, packets))
+        tools = list(commands(capture, tshark, args.with_tshark_engine).items())
+        for round_number in range(args.repeat):
+            # Each round starts with a different tool.
+            turn = round_number % len(tools)
+            for tool, command in tools[turn:] + tools[:turn]:
+                print(f"  round {round_number + 1}: {tool} on {capture.name} ...", flush=True)
+                runs.append(timed_child(tool, command, capture, packets))
     print()
     print_table(runs)
     if len(captures) == 2:
