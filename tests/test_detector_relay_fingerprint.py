@@ -120,3 +120,38 @@ def test_header_index_answers_as_header_lookups_do() -> None:
     for name in ("x-oneapi-request-id", "X-ONEAPI-REQUEST-ID", "Content-Type", "x-empty", "none"):
         assert index.get(name.lower()) == header_value(headers, name)
     assert list(index) == ["x-oneapi-request-id", "content-type", "x-empty"]
+
+
+def test_marks_asked_are_every_mark_that_can_match() -> None:
+    """The marks skipped for an exchange (a part it lacks, generic on an official host) are
+    ones that could not match it anyway: the plan and asking every mark agree."""
+    from auditor.detectors.relay_fingerprint import (
+        MARK_MATCHERS,
+        MARK_PARTS,
+        ExchangeView,
+        fingerprint_matches,
+        marks_to_ask,
+    )
+
+    assert MARK_PARTS.keys() == MARK_MATCHERS.keys()
+    sigs = shipped_signatures()
+    error = {"error": {"type": "new_api_error", "message": "No available channel for model x"}}
+    page = b"<!doctype html><title>New API</title> one api"
+    exchanges = [
+        exchange("llm.example.net", None, [("authorization", "Bearer cr_" + "a" * 64)]),
+        exchange("llm.example.net", reply([("X-Oneapi-Request-Id", one_api_request_id())],
+                                          completion("chatcmpl-msg_01abc"))),
+        exchange("llm.example.net", reply([("X-New-Api-Version", "v1")], error, 503)),
+        exchange("llm.example.net", reply([], page, content_type="text/html")),
+        exchange("llm.example.net", reply([("x-litellm-model-name", "m")], {"error": "boom"})),
+    ]
+    for request in exchanges:
+        view = ExchangeView(request)
+        for official in (False, True):
+            asked = {fp.id for fp, _ in marks_to_ask(sigs, view.response is not None,
+                                                       view.is_html, view.is_error, official)}
+            for fp in sigs.relay_fingerprints:
+                if official and "generic" in fp.software:
+                    continue
+                if fingerprint_matches(fp, view):
+                    assert fp.id in asked, (fp.id, request.response)

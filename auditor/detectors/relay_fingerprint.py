@@ -37,7 +37,7 @@ from auditor.detectors.destination_names import identify
 from auditor.llm import credential_value, find_credential, split_target
 from auditor.llm.wire import decode_text, looks_like_sse, sse_events
 from auditor.model import Finding, HTTPRequest, HTTPResponse, Observation, Severity, finding_for
-from auditor.signatures import RelayFingerprint, compiled, normalise_host
+from auditor.signatures import RelayFingerprint, Signatures, compiled, normalise_host
 
 WEIGHT_SEVERITY = {"strong": Severity.HIGH, "medium": Severity.MEDIUM, "weak": Severity.LOW}
 GENERIC_SOFTWARE = "generic"
@@ -199,6 +199,45 @@ def fingerprint_matches(fp: RelayFingerprint, view: ExchangeView) -> bool:
     return matcher is not None and matcher(fp, view)
 
 
+# The part of the exchange each kind of mark reads. A mark whose part the exchange lacks cannot
+# match (see the matchers), so it is not asked: a usual JSON reply skips the HTML and error marks.
+REQUEST, REPLY, HTML_REPLY, ERROR_REPLY = "request", "reply", "html", "error"
+MARK_PARTS: dict[str, str] = {
+    "request_header": REQUEST,
+    "issued_key_regex": REQUEST,
+    "response_header_present": REPLY,
+    "upstream_header_leak": REPLY,
+    "response_header_regex": REPLY,
+    "response_header_prefix": REPLY,
+    "response_id_regex": REPLY,
+    "html": HTML_REPLY,
+    "body_substring": HTML_REPLY,
+    "error_json": ERROR_REPLY,
+    "error_message_regex": ERROR_REPLY,
+    "error_leak_markers": ERROR_REPLY,
+}
+
+Mark = tuple[RelayFingerprint, Callable[[RelayFingerprint, ExchangeView], bool]]
+
+
+@functools.lru_cache(maxsize=64)  # 16 exchange shapes per signature set
+def marks_to_ask(
+    signatures: Signatures, reply: bool, html: bool, error: bool, official: bool
+) -> tuple[Mark, ...]:
+    """The marks worth asking of an exchange with these parts, in file order: not those of a
+    part it lacks, nor generic marks on an official endpoint (its own replies may name it)."""
+    parts = {REQUEST} | {
+        part for part, present in ((REPLY, reply), (HTML_REPLY, html), (ERROR_REPLY, error))
+        if present
+    }
+    return tuple(
+        (fp, MARK_MATCHERS[fp.kind])
+        for fp in signatures.relay_fingerprints
+        if MARK_PARTS.get(fp.kind) in parts
+        and not (official and GENERIC_SOFTWARE in fp.software)
+    )
+
+
 class RelayFingerprintDetector(Detector):
     name: ClassVar[str] = "relay-fingerprint"
     description: ClassVar[str] = (
@@ -208,17 +247,18 @@ class RelayFingerprintDetector(Detector):
 
     def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
         assert isinstance(obs, HTTPRequest)
-        fingerprints = ctx.signatures.relay_fingerprints
-        if not fingerprints:
+        sigs = ctx.signatures
+        if not sigs.relay_fingerprints:
             return
         host = normalise_host(obs.host or obs.server_name or obs.flow.dst_ip)
-        official = identify(ctx.signatures, host).provider is not None
+        official = identify(sigs, host).provider is not None
         view = ExchangeView(obs)
+        marks = marks_to_ask(
+            sigs, view.response is not None, view.is_html, view.is_error, official
+        )
         by_software: dict[str, list[RelayFingerprint]] = {}
-        for fp in fingerprints:
-            if official and GENERIC_SOFTWARE in fp.software:
-                continue
-            if fingerprint_matches(fp, view):
+        for fp, matcher in marks:
+            if matcher(fp, view):
                 for software in fp.software:
                     by_software.setdefault(software, []).append(fp)
         if not by_software:
