@@ -117,7 +117,9 @@ class Pipeline:
         ctx = self.ctx
         for detector in detectors:
             try:
-                produced = list(detector.inspect(obs, ctx))
+                produced = detector.inspect(obs, ctx)
+                if type(produced) is not list:  # a generator runs here, inside the try
+                    produced = list(produced)
             except Exception as exc:
                 self._record_error(detector.name, obs, exc)
                 continue
@@ -140,9 +142,10 @@ class Pipeline:
             self.stats["findings.ignored_by_policy"] += 1
             return
         finding.severity = policy.severity_for(finding.kind, finding.severity)
-        existing = self.findings.get(finding.key)
+        key = finding.key  # a tuple built per access: once here
+        existing = self.findings.get(key)
         if existing is None:
-            self.findings[finding.key] = finding
+            self.findings[key] = finding
             self.hosts.add_finding(finding)
         else:
             existing.merge(finding)

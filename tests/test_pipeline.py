@@ -113,3 +113,36 @@ def test_policy_overrides_severity_and_ignores_hosts() -> None:
     result = pipe.result()
     assert [(f.host, f.severity) for f in result.findings] == [(SERVER, Severity.HIGH)]
     assert result.stats["findings.ignored_by_policy"] == 1
+
+
+class FailsHalfway(Detector):
+    """Yields a finding, then fails: what it yielded before failing is not kept."""
+
+    name = "fails-halfway"
+    description = "test detector"
+    observes = (Connection,)
+
+    def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
+        yield finding_for(
+            obs, detector=self.name, kind="partial", severity=Severity.LOW, title="partial",
+            evidence={},
+        )
+        raise RuntimeError("halfway")
+
+
+class ReturnsList(HostSeen):
+    """Returns a list rather than yielding (the name-based detectors do, for speed)."""
+
+    name = "returns-list"
+
+    def inspect(self, obs: Observation, ctx: DetectionContext) -> list[Finding]:
+        return list(super().inspect(obs, ctx))
+
+
+def test_detector_results_are_all_or_nothing_whether_yielded_or_returned() -> None:
+    pipe = Pipeline(context(), detectors=[FailsHalfway(), ReturnsList()])
+    pipe.feed(connection(1.0))
+    pipe.feed(connection(2.0, sport=40001))
+    result = pipe.result()
+    assert [(f.kind, f.count) for f in result.findings] == [("host-seen", 2)]
+    assert result.stats["errors.fails-halfway"] == 2

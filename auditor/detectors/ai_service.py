@@ -12,7 +12,6 @@ relays and aggregators, so one host is not filed as both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
@@ -41,8 +40,11 @@ class AIServiceDetector(Detector):
         Connection,
     )
 
-    def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
+    def inspect(self, obs: Observation, ctx: DetectionContext) -> list[Finding]:
+        # A list, not a generator: asked of every DNS message, handshake and connection, most
+        # of which name no provider, and an empty generator costs more than the answer.
         signatures, policy = ctx.signatures, ctx.policy
+        found: list[Finding] = []
         for seen, identity in identified_names(obs, signatures):
             endpoint = identity.provider
             if endpoint is None or identity.relay is not None:
@@ -60,33 +62,38 @@ class AIServiceDetector(Detector):
                 "seen_in": seen.where,
                 "signature_source": endpoint.source,
             }
-            yield refile(
-                finding_for(
-                    obs,
-                    detector=self.name,
-                    kind="ai-service.inventory",
-                    severity=Severity.INFO,
-                    title=f"{endpoint.name} ({endpoint.kind}) in use",
-                    evidence=evidence,
-                    evidence_key=endpoint.provider,
-                ),
-                seen,
-                obs,
-            )
-            if not policy.provider_allowed(endpoint.provider):
-                yield refile(
+            found.append(
+                refile(
                     finding_for(
                         obs,
                         detector=self.name,
-                        kind="ai-service.unapproved",
-                        severity=Severity.MEDIUM,
-                        title=f"{endpoint.name} is not an approved AI provider",
-                        evidence={
-                            **evidence,
-                            "approved_providers": sorted(policy.allowed_providers),
-                        },
+                        kind="ai-service.inventory",
+                        severity=Severity.INFO,
+                        title=f"{endpoint.name} ({endpoint.kind}) in use",
+                        evidence=evidence,
                         evidence_key=endpoint.provider,
                     ),
                     seen,
                     obs,
                 )
+            )
+            if not policy.provider_allowed(endpoint.provider):
+                found.append(
+                    refile(
+                        finding_for(
+                            obs,
+                            detector=self.name,
+                            kind="ai-service.unapproved",
+                            severity=Severity.MEDIUM,
+                            title=f"{endpoint.name} is not an approved AI provider",
+                            evidence={
+                                **evidence,
+                                "approved_providers": sorted(policy.allowed_providers),
+                            },
+                            evidence_key=endpoint.provider,
+                        ),
+                        seen,
+                        obs,
+                    )
+                )
+        return found

@@ -20,7 +20,7 @@ official provider endpoint or a relay in the signatures, or any host an LLM call
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
@@ -40,9 +40,20 @@ class CrossBorderDetector(Detector):
     observes: ClassVar[tuple[type[Observation], ...]] = (Connection, LLMCall)
 
     def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
+        # Not a generator: asked of every connection, most of which go nowhere AI-related, and
+        # an empty generator costs more than the answer.
         endpoint, relay = self._ai_identity(obs, ctx)
         if endpoint is None and relay is None and not isinstance(obs, LLMCall):
-            return  # not an AI destination: a country alone is not a finding
+            return []  # not an AI destination: a country alone is not a finding
+        return self._judge(obs, ctx, endpoint, relay)
+
+    def _judge(
+        self,
+        obs: Observation,
+        ctx: DetectionContext,
+        endpoint: ProviderEndpoint | None,
+        relay: RelayDomain | None,
+    ) -> Iterator[Finding]:
         policy = ctx.policy
         geo = ctx.geo.lookup(obs.flow.dst_ip)
         foreign_address = bool(geo.country) and not policy.country_allowed(geo.country)
