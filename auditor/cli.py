@@ -201,7 +201,11 @@ def pcap_command(
             offline = _analyse_with_progress(files, ctx, engine, writer, recorder, err)
         else:
             offline = analyse_captures(
-                files, ctx, engine=engine, on_connection=writer, on_finding=recorder
+                files,
+                ctx,
+                engine=engine,
+                on_connection=writer,
+                sync_findings=recorder.sync if recorder is not None else None,
             )
         if recorder is not None:
             _record_host_inventory(recorder, offline.analysis.hosts)
@@ -241,14 +245,15 @@ def pcap_command(
 def _open_recorder(store_path: Path | None, sinks: tuple[str, ...]) -> FindingsRecorder:
     """The findings store (and sink delivery) an offline run records into, or a one-line error.
 
-    New findings are coalesced like repeats (written every second and at the end): nobody
-    waits on their alerts, and a transaction each would cost more than the rest of the store.
+    The analysis syncs its merged findings into it every second and at the end
+    (``FindingsRecorder.sync``): nobody waits on offline alerts, and a call per occurrence
+    would cost more than the rest of the store.
     """
     from auditor.sinks import SinkURLError, open_recorder
     from auditor.store import StoreError, default_store_path
 
     try:
-        return open_recorder(store_path or default_store_path(), sinks, flush_new_at_once=False)
+        return open_recorder(store_path or default_store_path(), sinks)
     except (SinkURLError, StoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -287,7 +292,7 @@ def _analyse_with_progress(files, ctx, engine, writer, recorder, err):  # type: 
             ctx,
             engine=engine,
             on_connection=writer,
-            on_finding=recorder,
+            sync_findings=recorder.sync if recorder is not None else None,
             progress=on_progress,
         )
 

@@ -43,7 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -580,17 +580,22 @@ class _Pending(NamedTuple):
 
 
 class FindingsRecorder:
-    """``Pipeline(on_finding=recorder)``: store every finding, queue alerts, wake delivery.
+    """Store every finding, queue alerts, wake delivery: fed one of two ways.
 
-    The pipeline passes its running merged finding on every repeat; the recorder turns that
-    into the number of new occurrences so the stored count is right across repeats and
-    restarts. Repeats are coalesced in memory and written together every ``flush_interval``
-    seconds (by the next call or the delivery thread) and on ``close``, so a busy proxy pays a
-    dictionary update per repeat, not a database transaction. With ``flush_new_at_once`` (the
-    live proxy) a finding not stored yet, or one whose severity rose, is written at once: its
-    alert must not wait. Offline runs turn it off, as nobody waits there and a transaction per
-    new finding is most of what the store costs them.
-    A store error is logged and counted, never raised into the proxy or the analysis.
+    ``Pipeline(on_finding=recorder)`` (the live proxy): the pipeline passes its running merged
+    finding on every occurrence. Repeats are coalesced in memory and written together every
+    ``flush_interval`` seconds (by the next call or the delivery thread) and on ``close``, so a
+    busy proxy pays a dictionary update per repeat, not a database transaction; a finding not
+    stored yet, or one whose severity rose, is written at once: its alert must not wait.
+
+    ``recorder.sync(pipeline.findings.values())`` (offline analysis, which holds every merged
+    finding itself): called about once a second and at the end, it queues the findings that
+    are new or grew since the last sync and writes them in one transaction, so an offline run
+    pays nothing per occurrence. Nobody waits on its alerts.
+
+    Either way the flush turns running counts into the number of new occurrences, so the
+    stored count is right across flushes and restarts. A store error is logged and counted,
+    never raised into the proxy or the analysis.
     """
 
     def __init__(
@@ -599,12 +604,10 @@ class FindingsRecorder:
         delivery: OutboxDelivery | None = None,
         *,
         flush_interval: float = 1.0,
-        flush_new_at_once: bool = True,
     ) -> None:
         self.store = store
         self.delivery = delivery
         self.flush_interval = flush_interval
-        self.flush_new_at_once = flush_new_at_once
         self.errors = 0
         self._lock = threading.Lock()
         self._stored_counts: dict[tuple[str, str, str, str], int] = {}
@@ -615,33 +618,46 @@ class FindingsRecorder:
             delivery.add_tick(self._flush_if_due)
 
     def __call__(self, finding: Finding, is_new: bool) -> None:
+        with self._lock:
+            key = self._queue(finding)
+            written = self._written_severity.get(key)
+            urgent = written is None or finding.severity > written
+            due = urgent or time.monotonic() - self._last_flush >= self.flush_interval
+        if due:
+            self.flush()
+
+    def sync(self, findings: Iterable[Finding]) -> None:
+        """Record the caller's merged findings as they stand now: those new or grown since
+        the last sync (every merge adds to the count), in one transaction."""
+        with self._lock:
+            stored = self._stored_counts
+            for finding in findings:
+                if finding.count != stored.get(finding.key):
+                    self._queue(finding)
+        self.flush()
+
+    def _queue(self, finding: Finding) -> tuple[str, str, str, str]:
+        """Note ``finding`` for the next flush (lock held); its key."""
         key = finding.key
         # The caller goes on merging repeats into ``finding`` on its own thread while a flush
         # may run on the delivery thread, so the changing fields are read here, on the
         # caller's thread right after its merge (consistent), rather than at flush time; the
         # finding to store is built from them once per flush, not copied on every call.
         first_seen, last_seen = finding.first_seen, finding.last_seen
-        with self._lock:
-            queued = self._pending.get(key)
-            if queued is not None:  # callers that pass a new object per occurrence
-                first_seen = min(first_seen, queued.first_seen)
-                last_seen = max(last_seen, queued.last_seen)
-            self._pending[key] = _Pending(
-                finding,
-                finding.count,
-                first_seen,
-                last_seen,
-                finding.severity,
-                finding.title,
-                finding.evidence,
-            )
-            urgent = False
-            if self.flush_new_at_once:
-                written = self._written_severity.get(key)
-                urgent = written is None or finding.severity > written
-            due = urgent or time.monotonic() - self._last_flush >= self.flush_interval
-        if due:
-            self.flush()
+        queued = self._pending.get(key)
+        if queued is not None:  # callers that pass a new object per occurrence
+            first_seen = min(first_seen, queued.first_seen)
+            last_seen = max(last_seen, queued.last_seen)
+        self._pending[key] = _Pending(
+            finding,
+            finding.count,
+            first_seen,
+            last_seen,
+            finding.severity,
+            finding.title,
+            finding.evidence,
+        )
+        return key
 
     def _flush_if_due(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_interval:
@@ -686,7 +702,6 @@ def open_recorder(
     *,
     alert_window: float | None = None,
     flush_interval: float = 1.0,
-    flush_new_at_once: bool = True,
     **delivery_options: Any,
 ) -> FindingsRecorder:
     """Open the store, parse the sinks and start delivery: what ``--store``/``--sink`` do.
@@ -700,6 +715,4 @@ def open_recorder(
     if sinks:
         delivery = OutboxDelivery(store, sinks, **delivery_options)
         delivery.start()
-    return FindingsRecorder(
-        store, delivery, flush_interval=flush_interval, flush_new_at_once=flush_new_at_once
-    )
+    return FindingsRecorder(store, delivery, flush_interval=flush_interval)

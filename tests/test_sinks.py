@@ -637,13 +637,12 @@ def test_recorder_coalesces_repeats_and_flushes_when_traffic_stops(tmp_path: Pat
     ]
 
 
-def test_offline_recorder_coalesces_new_findings_too(tmp_path: Path) -> None:
-    """``flush_new_at_once=False`` (auditor pcap): new findings wait for the flush like repeats,
-    and the store and the alerts come out as if each had been written at once."""
+def test_sync_records_merged_findings_once_each(tmp_path: Path) -> None:
+    """``recorder.sync(findings)`` (auditor pcap): only new or grown findings are written, one
+    transaction per sync, and the store and the alerts come out as if each occurrence had been
+    recorded: no occurrence lost, none counted twice, one alert per finding."""
     store_path, jsonl = tmp_path / "f.db", tmp_path / "alerts.jsonl"
-    recorder = open_recorder(
-        store_path, [f"jsonl:{jsonl}"], flush_interval=3600, flush_new_at_once=False
-    )
+    recorder = open_recorder(store_path, [f"jsonl:{jsonl}"], flush_interval=3600)
     transactions = []
     original = recorder.store.record_many
 
@@ -654,33 +653,73 @@ def test_offline_recorder_coalesces_new_findings_too(tmp_path: Path) -> None:
     recorder.store.record_many = counting  # type: ignore[method-assign]
     try:
         running = {host: make_finding(host, ts=100.0) for host in ("a.example", "b.example")}
-        for n in range(3):
-            for finding in running.values():
-                if n:  # as the pipeline merges a repeat into its running finding
-                    finding.count += 1
-                    finding.last_seen = 100.0 + n
-                recorder(finding, n == 0)
-        running["a.example"].count += 1
-        running["a.example"].severity = Severity.CRITICAL
-        recorder(running["a.example"], False)
-        assert transactions == [] and recorder.store.findings() == []  # nothing written yet
+        recorder.sync(running.values())
+        for n in (1, 2):  # as the pipeline merges repeats into its running findings
+            running["a.example"].count += 1
+            running["a.example"].last_seen = 100.0 + n
+        recorder.sync(running.values())  # only a.example grew
+        recorder.sync(running.values())  # nothing changed: no transaction
+        running["b.example"].count += 1
+        running["b.example"].severity = Severity.CRITICAL
+        recorder.sync(running.values())
+        assert transactions == [2, 1, 1]
     finally:
         recorder.close()
-    assert transactions == [2]  # one transaction at close
     with FindingsStore(store_path) as store:
         stored = {f.host: f for f in store.findings()}
     assert {h: (f.count, f.first_seen, f.last_seen, f.severity) for h, f in stored.items()} == {
-        "a.example": (4, 100.0, 102.0, Severity.CRITICAL),
-        "b.example": (3, 100.0, 102.0, Severity.HIGH),
+        "a.example": (3, 100.0, 102.0, Severity.HIGH),
+        "b.example": (2, 100.0, 100.0, Severity.CRITICAL),
     }
-    alerts = sorted(json.loads(line)["host"] for line in jsonl.read_text().splitlines())
-    assert alerts == ["a.example", "b.example"]  # one alert each, none lost, none twice
+    alerts = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert sorted((a["host"], a["alert"], a["severity"]) for a in alerts) == [
+        ("a.example", "new", "high"),
+        ("b.example", "new", "high"),
+        ("b.example", "update", "critical"),
+    ]
+
+
+def test_offline_sync_stores_what_a_call_per_occurrence_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``analyse_captures(sync_findings=recorder.sync)`` syncing after every observation (the
+    interval at 0) leaves the same findings table as the pipeline's call per occurrence."""
+    from auditor import analysis
+    from auditor.context import load_context
+
+    demo = Path(__file__).resolve().parent.parent / "samples" / "egress-demo.pcap"
+    ctx = load_context(None, None, None)
+    stored = {}
+    transactions: list[int] = []
+    for way in ("per-occurrence", "sync"):
+        recorder = open_recorder(tmp_path / f"{way}.db")
+        try:
+            if way == "sync":
+                monkeypatch.setattr(analysis, "SYNC_INTERVAL_SECONDS", 0.0)
+                original = recorder.store.record_many
+
+                def counting(items: Any, _original: Any = original) -> Any:
+                    transactions.append(len(items))
+                    return _original(items)
+
+                recorder.store.record_many = counting  # type: ignore[method-assign]
+                analysis.analyse_captures([demo], ctx, sync_findings=recorder.sync)
+                assert len(transactions) > 20  # periodic syncs, not only the last
+            else:
+                analysis.analyse_captures([demo], ctx, on_finding=recorder)
+            stored[way] = [
+                (f.key, f.count, f.first_seen, f.last_seen, f.severity, f.title, f.evidence)
+                for f in recorder.store.findings()
+            ]
+        finally:
+            recorder.close()
+    assert stored["sync"] == stored["per-occurrence"] and len(stored["sync"]) > 20
 
 
 def test_recorder_stores_the_finding_as_of_its_latest_call(tmp_path: Path) -> None:
     """The caller's later merges (maybe in progress while the delivery thread flushes) are not
     read at flush time: they are recorded with the call that follows them."""
-    recorder = open_recorder(tmp_path / "f.db", flush_interval=3600, flush_new_at_once=False)
+    recorder = open_recorder(tmp_path / "f.db", flush_interval=3600)
     try:
         running = make_finding(ts=100.0)
         recorder(running, True)
