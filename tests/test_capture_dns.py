@@ -89,3 +89,10 @@ def test_other_record_types_are_readable():
         ("MX", "10 example.com"),
         ("AAAA", "2001:db8::1"),
     ]
+
+
+def test_non_ascii_label_bytes_are_escaped_label_by_label():
+    # Labels "caf\xe9" and "a.b" (a dot inside a label), then a pointer back to the second.
+    message = b"\x04caf\xe9\x03a.b\x00" + b"\x01x\xc0\x05"
+    assert read_name(message, 0) == ("caf\\xe9.a.b", 10)
+    assert read_name(message, 10) == ("x.a.b", 14)

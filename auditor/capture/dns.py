@@ -64,18 +64,24 @@ def type_name(code: int) -> str:
 
 def read_name(message: bytes, offset: int) -> tuple[str, int]:
     """(dotted name, offset just past it in the record), following compression pointers."""
-    labels: list[str] = []
+    # Label bytes, decoded once joined: byte for byte the same text as decoding each label.
+    labels: list[bytes] = []
+    size = len(message)
     length_total = 0
     pointers = 0
     end_offset: int | None = None
     position = offset
     segment_start = offset  # where the labels being read began (the name, or the last target)
     while True:
-        if position >= len(message):
+        if position >= size:
             raise DNSParseError("name runs past the end of the message")
         length = message[position]
+        if length == 0:
+            if end_offset is None:
+                end_offset = position + 1
+            break
         if length & 0xC0 == 0xC0:
-            if position + 1 >= len(message):
+            if position + 1 >= size:
                 raise DNSParseError("truncated compression pointer")
             target = ((length & 0x3F) << 8) | message[position + 1]
             pointers += 1
@@ -89,19 +95,14 @@ def read_name(message: bytes, offset: int) -> tuple[str, int]:
             continue
         if length & 0xC0:
             raise DNSParseError(f"unsupported label type 0x{length & 0xC0:02x}")
-        if length == 0:
-            if end_offset is None:
-                end_offset = position + 1
-            break
-        label = message[position + 1 : position + 1 + length]
-        if len(label) < length:
+        position += 1 + length
+        if position > size:
             raise DNSParseError("label runs past the end of the message")
         length_total += length + 1
         if length_total > MAX_NAME_LENGTH:
             raise DNSParseError("name longer than 255 octets")
-        labels.append(label.decode("ascii", "backslashreplace"))
-        position += 1 + length
-    return ".".join(labels), end_offset
+        labels.append(message[position - length : position])
+    return b".".join(labels).decode("ascii", "backslashreplace"), end_offset
 
 
 def _rdata_text(message: bytes, rtype: int, start: int, length: int) -> str:
