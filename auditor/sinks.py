@@ -29,6 +29,7 @@ The outbox is in the store file, so a restart resumes where the previous process
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -36,28 +37,24 @@ import random
 import re
 import socket
 import sqlite3
-import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from auditor.model import Finding, Severity
-from auditor.outputs.alert import PRODUCT_NAME, Alert
-from auditor.outputs.cef import alert_to_cef
-from auditor.outputs.ecs import alert_to_ecs
-from auditor.outputs.jsonl import alert_to_json
-from auditor.outputs.leef import alert_to_leef
-from auditor.outputs.ocsf import alert_to_ocsf
-from auditor.outputs.splunk_hec import EVENT_PATH, hec_event
-from auditor.outputs.webhook import webhook_body
 from auditor.store import FindingsStore
+
+# The alert formats, ssl and urllib.request are imported where an alert is formatted or sent:
+# a run that only records into the store (``auditor pcap`` without --sink) never loads them.
+if TYPE_CHECKING:
+    import ssl
+
+    from auditor.outputs.alert import Alert
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +77,17 @@ class DeliveryError(Exception):
 
 # -- body formats ------------------------------------------------------------------------
 
-JSON_FORMATS: dict[str, Callable[[Alert], dict[str, Any]]] = {
-    "json": alert_to_json,
-    "ecs": alert_to_ecs,
-    "ocsf": alert_to_ocsf,
-}
+JSON_FORMAT_NAMES = ("json", "ecs", "ocsf")
+
+
+@functools.cache
+def json_formats() -> dict[str, Callable[[Alert], dict[str, Any]]]:
+    """Format name (``JSON_FORMAT_NAMES``) -> the function making an alert's JSON document."""
+    from auditor.outputs.ecs import alert_to_ecs
+    from auditor.outputs.jsonl import alert_to_json
+    from auditor.outputs.ocsf import alert_to_ocsf
+
+    return {"json": alert_to_json, "ecs": alert_to_ecs, "ocsf": alert_to_ocsf}
 
 
 def _json_text(document: dict[str, Any]) -> str:
@@ -93,10 +96,14 @@ def _json_text(document: dict[str, Any]) -> str:
 
 def syslog_text(alert: Alert, fmt: str) -> str:
     if fmt == "cef":
+        from auditor.outputs.cef import alert_to_cef
+
         return alert_to_cef(alert)
     if fmt == "leef":
+        from auditor.outputs.leef import alert_to_leef
+
         return alert_to_leef(alert)
-    return _json_text(JSON_FORMATS[fmt](alert))
+    return _json_text(json_formats()[fmt](alert))
 
 
 # -- sinks -------------------------------------------------------------------------------
@@ -124,7 +131,7 @@ class FileSink(Sink):
         self.format = fmt
 
     def deliver(self, alerts: Sequence[Alert]) -> None:
-        lines = "".join(_json_text(JSON_FORMATS[self.format](a)) + "\n" for a in alerts)
+        lines = "".join(_json_text(json_formats()[self.format](a)) + "\n" for a in alerts)
         try:
             # Opened per batch so rotation (rename + new file) by logrotate just works.
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -153,6 +160,8 @@ SYSLOG_SEVERITY: dict[Severity, int] = {
 
 def rfc5424_message(alert: Alert, text: str, *, facility: int, hostname: str, now: float) -> str:
     """``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG`` (no structured data)."""
+    from auditor.outputs.alert import PRODUCT_NAME
+
     pri = facility * 8 + SYSLOG_SEVERITY[alert.finding.severity]
     stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
     stamp = stamp.replace("+00:00", "Z")
@@ -218,7 +227,7 @@ class SyslogSink(Sink):
                 else:
                     sock.sendall(f"{len(data)} ".encode("ascii") + data)
                 sent += 1
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError included
             self.close()
             where = f"{self.transport}://{self.host}:{self.port}"
             raise DeliveryError(f"{where}: {exc}", sent) from None
@@ -243,6 +252,9 @@ class HttpJsonSink(Sink):
         self.tls_context = tls_context
 
     def _post(self, body: bytes) -> None:
+        import urllib.error
+        import urllib.request
+
         request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
         try:
             with urllib.request.urlopen(
@@ -269,9 +281,11 @@ class SplunkHecSink(HttpJsonSink):
         self.host = options.get("host") or socket.gethostname()
 
     def deliver(self, alerts: Sequence[Alert]) -> None:
+        from auditor.outputs.splunk_hec import hec_event
+
         events = [
             _json_text(
-                hec_event(a, JSON_FORMATS[self.format](a), index=self.index,
+                hec_event(a, json_formats()[self.format](a), index=self.index,
                           sourcetype=self.sourcetype, host=self.host)
             )
             for a in alerts
@@ -289,8 +303,10 @@ class WebhookSink(HttpJsonSink):
         self.slack = slack
 
     def deliver(self, alerts: Sequence[Alert]) -> None:
+        from auditor.outputs.webhook import webhook_body
+
         for sent, alert in enumerate(alerts):
-            body = webhook_body(alert, JSON_FORMATS[self.format](alert), slack=self.slack)
+            body = webhook_body(alert, json_formats()[self.format](alert), slack=self.slack)
             try:
                 self._post(_json_text(body).encode("utf-8"))
             except DeliveryError as exc:
@@ -327,6 +343,8 @@ def _redacted(url: str) -> str:
 
 
 def _tls_context(options: dict[str, str], url: str) -> ssl.SSLContext:
+    import ssl
+
     context = ssl.create_default_context()
     ca = options.get("ca")
     if ca:
@@ -389,19 +407,21 @@ def parse_sink_url(url: str) -> Sink:
             raise SinkURLError(f"{name}: missing host, e.g. splunk-hec://splunk.example:8088")
         plain = scheme == "splunk-hec+http"
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        from auditor.outputs.splunk_hec import EVENT_PATH
+
         target = f"{'http' if plain else 'https'}://{host}:{port or 8088}{EVENT_PATH}"
         return SplunkHecSink(
             name,
             target,
             token,
-            _format(options, tuple(JSON_FORMATS), "json", name),
+            _format(options, JSON_FORMAT_NAMES, "json", name),
             options,
             None if plain else _tls_context(options, name),
         )
     if scheme in ("webhook+http", "webhook+https"):
         if not parts.hostname:
             raise SinkURLError(f"{name}: missing host, e.g. webhook+https://hooks.example/path")
-        fmt = _format(options, tuple(JSON_FORMATS), "json", name)
+        fmt = _format(options, JSON_FORMAT_NAMES, "json", name)
         slack = options.get("slack", "").lower() in ("1", "true", "yes")
         kept = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
                 if k not in ("format", "slack", "ca")]
@@ -481,6 +501,8 @@ class OutboxDelivery:
         return delivered
 
     def _drain(self, sink: Sink) -> int:
+        from auditor.outputs.alert import Alert
+
         delivered = 0
         while not self._stop.is_set():
             entries = self.store.pending(sink.name, self.batch_size)

@@ -17,6 +17,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -735,3 +736,16 @@ def test_recorder_stores_the_finding_as_of_its_latest_call(tmp_path: Path) -> No
         assert stored.severity is Severity.CRITICAL
     finally:
         recorder.close()
+
+
+def test_recording_without_sinks_does_not_load_the_alert_formats_or_tls(tmp_path: Path) -> None:
+    # auditor pcap without --sink only writes the store: it should not pay for these imports.
+    code = (
+        "import sys; from auditor.sinks import open_recorder; "
+        f"open_recorder({str(tmp_path / 'f.db')!r}).close(); "
+        "print(sorted(m for m in ('ssl', 'urllib.request', 'auditor.outputs.alert',"
+        " 'auditor.outputs.cef', 'auditor.outputs.ecs', 'auditor.outputs.webhook')"
+        " if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
