@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from auditor import __version__
 from auditor.model import Severity
@@ -182,8 +181,8 @@ def pcap_command(
         ctx = load_context(signatures_dir, policy_path, geoip_db)
     except ContextError as exc:
         raise click.ClickException(str(exc)) from None
-    err = Console(stderr=True)
-    show_progress = err.is_terminal if progress is None else progress
+    # rich only for the progress bar and the table: a json run does not pay for its import.
+    show_progress = sys.stderr.isatty() if progress is None else progress
 
     conn_stream = None
     writer = None
@@ -198,7 +197,7 @@ def pcap_command(
     recorder = None if no_store and not sinks else _open_recorder(store_path, sinks)
     try:
         if show_progress:
-            offline = _analyse_with_progress(files, ctx, engine, writer, recorder, err)
+            offline = _analyse_with_progress(files, ctx, engine, writer, recorder)
         else:
             offline = analyse_captures(
                 files,
@@ -223,6 +222,8 @@ def pcap_command(
     summary = _summary(offline, engine, writer.count if writer else None)
     result = offline.analysis
     if fmt == "table":
+        from rich.console import Console
+
         from auditor.outputs.table import render  # rich tables: only for this format
 
         lines = _summary_lines(summary)
@@ -234,7 +235,7 @@ def pcap_command(
     else:
         write_result(result, fmt, sys.stdout, output, summary, view=view)
         for line in _summary_lines(summary):
-            err.print(line, style="dim", highlight=False)
+            click.secho(line, err=True, dim=True)  # one line each, never wrapped
 
     if fail_on is not None:
         threshold = Severity.parse(fail_on)
@@ -268,7 +269,8 @@ def _record_host_inventory(recorder: FindingsRecorder, hosts: HostTable) -> None
         click.echo(f"warning: {exc}", err=True)
 
 
-def _analyse_with_progress(files, ctx, engine, writer, recorder, err):  # type: ignore[no-untyped-def]
+def _analyse_with_progress(files, ctx, engine, writer, recorder):  # type: ignore[no-untyped-def]
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from auditor.analysis import analyse_captures
@@ -279,7 +281,7 @@ def _analyse_with_progress(files, ctx, engine, writer, recorder, err):  # type: 
         BarColumn(),
         DownloadColumn(),
         TimeRemainingColumn(),
-        console=err,
+        console=Console(stderr=True),
         transient=True,
     ) as bar:
         tasks = {p: bar.add_task(p.name, total=sizes[p] or None) for p in files}
@@ -380,6 +382,7 @@ def signatures_list(kind: str, signatures_dir: str | None, fmt: str) -> None:
     """List one kind of signature entries with their sources."""
     import json
 
+    from rich.console import Console
     from rich.table import Table
 
     from auditor.signatures import SignatureError, load_signatures
