@@ -233,7 +233,7 @@ def test_random_bytes_never_raise():
 
 
 def _general(frame: bytes) -> tuple[Packet | None, Counter[str]]:
-    """What the general decoder (no inlined common case) makes of an Ethernet frame."""
+    """What the general decoder (no IPv4 shortcut) makes of an Ethernet frame."""
     skipped: Counter[str] = Counter()
     try:
         return packets_module._ethernet(frame, 0, skipped, 0), skipped
@@ -248,9 +248,9 @@ def _fields(packet: Packet | None) -> tuple[object, ...] | None:
     return tuple(getattr(packet, name) for name in Packet.__slots__)
 
 
-def test_inlined_ethernet_ipv4_case_matches_the_general_decoder():
+def test_ethernet_ipv4_shortcut_matches_the_general_decoder():
     # Every cut and many single-byte changes of plain, padded, optioned and tunnel frames:
-    # the inlined Ethernet/IPv4 case must give exactly what the general decoder gives.
+    # decode's Ethernet/IPv4 shortcut must give exactly what the general decoder gives.
     bases = [
         ether(tcp_packet("192.0.2.1", "198.51.100.2", 41000, 443, 7, "PA", b"payload" * 3)),
         ether(tcp_packet("192.0.2.1", "198.51.100.2", 41000, 443, 7, "S")) + b"\0" * 6,
