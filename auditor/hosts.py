@@ -1,7 +1,7 @@
 """The per-host roll-up: one row per destination host, the organisation's AI-egress inventory.
 
 ``HostTable`` is updated incrementally as connections and findings arrive (memory grows with
-the number of hosts, not with the capture), and becomes a pandas DataFrame at the end.
+the number of hosts, not with the capture); ``records()`` gives its rows at the end.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 from auditor.model import Connection, Finding, Severity
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from auditor.enrich.geo import GeoInfo
 
 # Columns of the per-host table, in order.
@@ -158,12 +156,6 @@ class HostTable:
             ranked.append(((-rank, -record["findings"], row.host), record))
         ranked.sort(key=lambda item: item[0])
         return [record for _, record in ranked]
-
-    def to_frame(self) -> pd.DataFrame:
-        """The per-host table as a pandas DataFrame (for CSV, Parquet and analysis)."""
-        import pandas as pd
-
-        return pd.DataFrame.from_records(self.records(), columns=HOST_COLUMNS)
 
 
 def _iso(ts: float | None) -> str:
