@@ -177,20 +177,28 @@ def _error_leak_markers(fp: RelayFingerprint, view: ExchangeView) -> bool:
     return view.is_error and any(value in view.text for value in fp.values)
 
 
-MARK_MATCHERS: dict[str, Callable[[RelayFingerprint, ExchangeView], bool]] = {
-    "request_header": _request_header,
-    "issued_key_regex": _issued_key,
-    "response_header_present": _response_header,
-    "upstream_header_leak": _response_header,
-    "response_header_regex": _response_header,
-    "response_header_prefix": _response_header_prefix,
-    "response_id_regex": _response_id,
-    "html": _html,
-    "body_substring": _body_substring,
-    "error_json": _error_json,
-    "error_message_regex": _error_message,
-    "error_leak_markers": _error_leak_markers,
+Matcher = Callable[[RelayFingerprint, ExchangeView], bool]
+
+# Each kind of mark: the part of the exchange it reads, and its matcher. A mark whose part the
+# exchange lacks cannot match (see the matchers), so it is not asked: a usual JSON reply skips
+# the HTML and error marks.
+REQUEST, REPLY, HTML_REPLY, ERROR_REPLY = "request", "reply", "html", "error"
+MARK_KINDS: dict[str, tuple[str, Matcher]] = {
+    "request_header": (REQUEST, _request_header),
+    "issued_key_regex": (REQUEST, _issued_key),
+    "response_header_present": (REPLY, _response_header),
+    "upstream_header_leak": (REPLY, _response_header),
+    "response_header_regex": (REPLY, _response_header),
+    "response_header_prefix": (REPLY, _response_header_prefix),
+    "response_id_regex": (REPLY, _response_id),
+    "html": (HTML_REPLY, _html),
+    "body_substring": (HTML_REPLY, _body_substring),
+    "error_json": (ERROR_REPLY, _error_json),
+    "error_message_regex": (ERROR_REPLY, _error_message),
+    "error_leak_markers": (ERROR_REPLY, _error_leak_markers),
 }
+MARK_MATCHERS: dict[str, Matcher] = {kind: matcher for kind, (_, matcher) in MARK_KINDS.items()}
+MARK_PARTS: dict[str, str] = {kind: part for kind, (part, _) in MARK_KINDS.items()}
 
 
 def fingerprint_matches(fp: RelayFingerprint, view: ExchangeView) -> bool:
@@ -199,25 +207,7 @@ def fingerprint_matches(fp: RelayFingerprint, view: ExchangeView) -> bool:
     return matcher is not None and matcher(fp, view)
 
 
-# The part of the exchange each kind of mark reads. A mark whose part the exchange lacks cannot
-# match (see the matchers), so it is not asked: a usual JSON reply skips the HTML and error marks.
-REQUEST, REPLY, HTML_REPLY, ERROR_REPLY = "request", "reply", "html", "error"
-MARK_PARTS: dict[str, str] = {
-    "request_header": REQUEST,
-    "issued_key_regex": REQUEST,
-    "response_header_present": REPLY,
-    "upstream_header_leak": REPLY,
-    "response_header_regex": REPLY,
-    "response_header_prefix": REPLY,
-    "response_id_regex": REPLY,
-    "html": HTML_REPLY,
-    "body_substring": HTML_REPLY,
-    "error_json": ERROR_REPLY,
-    "error_message_regex": ERROR_REPLY,
-    "error_leak_markers": ERROR_REPLY,
-}
-
-Mark = tuple[RelayFingerprint, Callable[[RelayFingerprint, ExchangeView], bool]]
+Mark = tuple[RelayFingerprint, Matcher]
 
 
 @functools.lru_cache(maxsize=64)  # 16 exchange shapes per signature set
