@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from auditor.capture import tls
+from auditor.capture import tls, x509
 from auditor.capture.tls import (
     EXT_ALPN,
     EXT_EC_POINT_FORMATS,
@@ -476,7 +476,7 @@ def test_certificate_messages_read_or_fail_as_the_reference(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Compare the DER slices each parser finds, not what x509 makes of them.
-    monkeypatch.setattr(tls, "parse_certificate", lambda der: der)
+    monkeypatch.setattr(x509, "parse_certificate", lambda der: der)
     rng = random.Random(11)
     ders = [rng.randbytes(size) for size in (300, 40, 700)]
     certificate_list = b"".join(len(der).to_bytes(3, "big") + der for der in ders)

@@ -24,12 +24,6 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-
 from auditor.capture.tls import HANDSHAKE_CLIENT_HELLO, parse_client_hello
 from auditor.enrich.fingerprints import ja4
 from auditor.model import ClientHello
@@ -60,6 +54,11 @@ class _Malformed(Exception):
 
 def _hkdf_expand_label(secret: bytes, label: str, length: int) -> bytes:
     """HKDF-Expand-Label of TLS 1.3 (RFC 8446 §7.1) with an empty context."""
+    # cryptography is imported where a QUIC Initial is decrypted: most captures have none,
+    # and its import costs ~30 ms.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
     full_label = b"tls13 " + label.encode("ascii")
     info = length.to_bytes(2, "big") + bytes([len(full_label)]) + full_label + b"\x00"
     return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(secret)
@@ -92,6 +91,10 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def _decrypt_initial(datagram: bytes, pos: int) -> tuple[bytes, bytes, int]:
     """Decrypt the long-header packet at ``pos``: (DCID, plaintext payload, next packet pos)."""
+    from cryptography.exceptions import InvalidTag  # see _hkdf_expand_label
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     first = datagram[pos]
     if not first & 0x80:
         raise _Malformed("short header")

@@ -26,7 +26,6 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from auditor.capture.x509 import parse_certificate
 from auditor.enrich.fingerprints import ja3, ja4
 from auditor.model import Certificate, ClientHello, ServerHello
 
@@ -629,6 +628,9 @@ def _selected_alpn_protocol(body: bytes, start: int, end: int) -> str:
 
 def _parse_certificate_message(body: bytes) -> list[Certificate]:
     """A TLS <= 1.2 Certificate message: a 24-bit-length list of 24-bit-length DER certs."""
+    # Imported here: x509 loads cryptography (~30 ms), which most captures never need.
+    from auditor.capture.x509 import parse_certificate
+
     end = len(body)
     if end < 3 or (list_end := 3 + int.from_bytes(body[:3], "big")) > end:
         raise _vector_error(body, 0, end, 3, "Certificate", "certificate_list")
