@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
+from auditor.yaml_files import YAMLSyntaxError, load_yaml
 
 CONFIG_ENV = "AUDITOR_CONFIG"
 
@@ -66,10 +66,10 @@ def default_config_path() -> Path | None:
 def load_config(path: Path) -> dict[str, Any]:
     """The settings in ``path``, checked: unknown keys and wrong types are errors."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path) or {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
+    except YAMLSyntaxError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a configuration is a mapping of settings")

@@ -11,10 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from auditor.model import Severity
-from auditor.signatures import YAML_LOADER
+from auditor.yaml_files import YAMLSyntaxError, load_yaml
 
 
 class PolicyError(ValueError):
@@ -194,10 +192,10 @@ def load_policy(path: str | Path | None = None) -> Policy:
     """The policy in ``path``, or the shipped default policy."""
     path = Path(path) if path else default_policy_path()
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER) or {}
+        data = load_yaml(path) or {}
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
+    except YAMLSyntaxError as exc:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise PolicyError(f"{path}: a policy is a mapping of settings")

@@ -28,11 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import yaml
+from auditor.yaml_files import YAMLSyntaxError, load_yaml
 
 SIGNATURES_DIR_ENV = "AUDITOR_SIGNATURES"
-# libyaml's loader when PyYAML was built with it: ~10x faster on the signature files.
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def default_signatures_dir() -> Path:
@@ -349,10 +347,10 @@ SIGNATURE_FILES = (
 def _read(directory: Path, name: str) -> list[dict[str, Any]]:
     path = directory / name
     try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+        document = load_yaml(path)
     except FileNotFoundError:
         raise SignatureError(f"{path}: signature file missing") from None
-    except yaml.YAMLError as exc:
+    except YAMLSyntaxError as exc:
         raise SignatureError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("entries"), list):
         raise SignatureError(f"{path}: expected a mapping with an 'entries' list")
@@ -369,8 +367,8 @@ def validate_signatures(directory: Path | None = None) -> list[str]:
         schema_path = directory / "schema" / (Path(name).stem + ".schema.json")
         try:
             schema = json.loads(schema_path.read_text(encoding="utf-8"))
-            document = yaml.load((directory / name).read_text(encoding="utf-8"), Loader=YAML_LOADER)
-        except (OSError, ValueError, yaml.YAMLError) as exc:
+            document = load_yaml(directory / name)
+        except (OSError, ValueError) as exc:  # ValueError: YAMLSyntaxError, not UTF-8, bad JSON
             problems.append(f"{name}: {exc}")
             continue
         validator = jsonschema.Draft202012Validator(schema)

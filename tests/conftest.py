@@ -26,4 +26,6 @@ def isolated_findings_store(tmp_path_factory: pytest.TempPathFactory, monkeypatc
     # ... and never read the user's configuration file.
     monkeypatch.delenv("AUDITOR_CONFIG", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    # Parsed YAML is cached for the session, not in the user's cache directory.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
     return path
