@@ -3,11 +3,12 @@ retransmissions ignored, gaps, the cap, and the bound on the number of flows."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 from capture_helpers import tcp_packet, udp_packet
 
-from auditor.capture.flows import Direction, Flow, FlowTable
+from auditor.capture.flows import CLOSED_LINGER, Direction, Flow, FlowTable
 from auditor.capture.packets import Packet, decode
 from auditor.model import FlowTuple
 
@@ -116,10 +117,57 @@ def test_sweep_finds_idle_flows_and_drops_old_tombstones():
     tcp = table.create(packet(tcp_packet("10.0.0.1", "10.0.0.2", 5000, 443, 1, "S")), 0.0)
     udp = table.create(packet(udp_packet("10.0.0.1", "10.0.0.2", 5000, 53, b"q")), 0.0)
     closed = table.create(packet(tcp_packet("10.0.0.3", "10.0.0.2", 5001, 443, 1, "S")), 0.0)
-    closed.flow.closed = True
+    table.close(closed.flow)
     assert list(table.sweep(6.0)) == [udp.flow]
     assert set(table.sweep(11.0)) == {tcp.flow, udp.flow}
     assert closed.flow.id not in table.flows  # tombstone past its linger: gone
+
+
+def _idle_by_looking_at_every_flow(table: FlowTable, now: float) -> tuple[list[Flow], set[int]]:
+    """What the sweep must find: (idle open flows in creation order, tombstones to drop)."""
+    idle, dropped = [], set()
+    for flow in table.flows.values():
+        if flow.closed:
+            if now - flow.last_seen >= CLOSED_LINGER:
+                dropped.add(flow.id)
+            continue
+        timeout = table.tcp_idle_timeout if flow.transport == 6 else table.udp_idle_timeout
+        if now - flow.last_seen >= timeout:
+            idle.append(flow)
+    return idle, dropped
+
+
+def test_sweep_by_timers_finds_what_looking_at_every_flow_finds():
+    """Random traffic, ends and sweeps, sometimes with time going back: after each sweep the
+    idle flows and the tombstones dropped are exactly those a look at every flow finds."""
+    rng = random.Random(5)
+    for went_back_rate in (0.0, 0.05):
+        table = FlowTable(tcp_idle_timeout=30.0, udp_idle_timeout=7.0)
+        now = 0.0
+        for step in range(3000):
+            now += rng.expovariate(2.0)
+            ts = now - rng.uniform(0, 40) if rng.random() < went_back_rate else now
+            if ts < now:
+                table.time_went_back()
+            roll = rng.random()
+            if roll < 0.3 or not table.flows:
+                ports = ("10.0.0.1", "10.0.0.2", 1024 + step, 443)
+                raw = tcp_packet(*ports, 1, "S") if roll < 0.15 else udp_packet(*ports, b"q")
+                table.create(packet(raw), ts)
+            elif roll < 0.9:
+                flow = rng.choice(list(table.flows.values()))
+                (flow.client if rng.random() < 0.5 else flow.server).last_seen = ts
+            elif roll < 0.95:
+                flow = rng.choice(list(table.flows.values()))
+                if not flow.closed:
+                    table.close(flow)
+            else:
+                idle, dropped = _idle_by_looking_at_every_flow(table, now)
+                assert table.sweep(now) == idle
+                assert not dropped & set(table.flows)
+                for flow in idle[: len(idle) // 2]:  # the engine ends them all; test both ways
+                    table.close(flow)
+                    table.remove(flow)
 
 
 def test_oldest_open_flows_come_first():

@@ -5,8 +5,8 @@
  * takes them on an inlined fast path in Python; walk() below is the same loop, record for
  * record and rule for rule, so that the engine only runs Python for the packets that need it.
  *
- *   walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp)
- *       -> (pos, slow, ts, packets, captured)
+ *   walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest)
+ *       -> (pos, slow, ts, packets, captured, newest, went_back)
  *
  * reads the pcap records of buf from offset pos. Bulk packets of known flows are counted on
  * their Direction (the objects of FlowTable.tcp / FlowTable.udp, looked up by the same key
@@ -14,7 +14,9 @@
  * incomplete record: pos is then where to resume (just past that packet, or at the incomplete
  * record), slow the offset of the packet's record header (-1: none, the buffer is used up) and
  * ts its timestamp; packets and captured count every record read (the slow one included) and
- * their captured bytes. Timestamps are computed as Python computes them (sec + frac *
+ * their captured bytes. newest is the latest timestamp so far (passed in from the previous call,
+ * returned updated); went_back is true when a record read is older than one before it (the flow
+ * table's idle timers rely on time going forward: FlowTable.time_went_back). Timestamps are computed as Python computes them (sec + frac *
  * frac_scale in doubles; setup.py turns off floating-point contraction so no fused
  * multiply-add changes a bit), so both loops give identical observations
  * (tests/test_capture_fastpath.py checks it).
@@ -263,15 +265,17 @@ static PyObject *walk(PyObject *self, PyObject *args)
     int little_endian, ethernet;
     double frac_scale;
     PyObject *tcp, *udp;
+    double newest;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*nppdO!O!", &view, &pos, &little_endian, &ethernet,
-                          &frac_scale, &PyDict_Type, &tcp, &PyDict_Type, &udp))
+    if (!PyArg_ParseTuple(args, "y*nppdO!O!d", &view, &pos, &little_endian, &ethernet,
+                          &frac_scale, &PyDict_Type, &tcp, &PyDict_Type, &udp, &newest))
         return NULL;
     const unsigned char *buf = (const unsigned char *)view.buf;
     Py_ssize_t size = view.len;
     Py_ssize_t slow = -1;
     double slow_ts = 0.0;
     long long packets = 0, captured = 0;
+    int went_back = 0;
     if (pos < 0)
         pos = size;
     while (pos <= size - 16) {
@@ -283,6 +287,10 @@ static PyObject *walk(PyObject *self, PyObject *args)
             break;
         double ts = (double)read_u32(header, little_endian)
                     + (double)read_u32(header + 4, little_endian) * frac_scale;
+        if (ts < newest)
+            went_back = 1;
+        else
+            newest = ts;
         Py_ssize_t record = pos;
         pos = end;
         packets += 1;
@@ -301,13 +309,14 @@ static PyObject *walk(PyObject *self, PyObject *args)
         }
     }
     PyBuffer_Release(&view);
-    return Py_BuildValue("(nndLL)", pos, slow, slow_ts, packets, captured);
+    return Py_BuildValue("(nndLLdN)", pos, slow, slow_ts, packets, captured, newest,
+                         PyBool_FromLong(went_back));
 }
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
-     "walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp)"
-     " -> (pos, slow, ts, packets, captured): count bulk packets up to the next one the"
+     "walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest)"
+     " -> (pos, slow, ts, packets, captured, newest, went_back): count bulk packets up to the next one the"
      " per-packet path must see"},
     {NULL, NULL, 0, NULL},
 };

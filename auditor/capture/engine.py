@@ -160,8 +160,9 @@ def _observations(engine: _Engine, capture: Capture, native: bool) -> Iterator[O
 def _native_pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
     """Classic pcap through the C fast path: Python sees only the packets it hands over."""
     walk = _fastpath.walk
-    tcp = engine.table.tcp
-    udp = engine.table.udp
+    table = engine.table
+    tcp = table.tcp
+    udp = table.udp
     out = engine.out
     slow_path = engine.packet
     linktype = capture.linktype
@@ -170,6 +171,7 @@ def _native_pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation
     frac_scale = capture.frac_scale
     packets = 0
     captured = 0
+    newest = 0.0
     buf: bytes | None = b""
     pos = 0
     try:
@@ -179,11 +181,13 @@ def _native_pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation
                 break
             pos = 0
             while True:
-                pos, slow, ts, walked, walked_bytes = walk(
-                    buf, pos, little_endian, ethernet, frac_scale, tcp, udp
+                pos, slow, ts, walked, walked_bytes, newest, went_back = walk(
+                    buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest
                 )
                 packets += walked
                 captured += walked_bytes
+                if went_back:
+                    table.time_went_back()
                 if slow < 0:
                     break  # the rest of the buffer is an incomplete record
                 try:
@@ -200,8 +204,9 @@ def _native_pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation
 
 def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
     """Classic pcap: record headers read straight from the reader's buffer."""
-    tcp = engine.table.tcp
-    udp = engine.table.udp
+    table = engine.table
+    tcp = table.tcp
+    udp = table.udp
     out = engine.out
     slow_path = engine.packet
     record_header = capture.record_header
@@ -210,6 +215,7 @@ def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
     ethernet = linktype == LINKTYPE_ETHERNET
     packets = 0
     captured = 0
+    newest = 0.0
     buf: bytes | None = b""
     pos = 0
     try:
@@ -228,6 +234,11 @@ def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
                 pos = end
                 packets += 1
                 captured += caplen
+                ts = sec + frac * frac_scale
+                if ts < newest:
+                    table.time_went_back()
+                else:
+                    newest = ts
                 if ethernet and caplen >= 54:
                     if buf[start + 12 : start + 15] == b"\x08\x00\x45":
                         ip = start + 14
@@ -251,14 +262,14 @@ def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
                                 ):
                                     direction.packets += 1
                                     direction.bytes += ip_payload
-                                    direction.last_seen = sec + frac * frac_scale
+                                    direction.last_seen = ts
                                     continue
                         elif protocol == 17:
                             direction = udp.get(buf[ip + 12 : ip + 24])
                             if direction is not None and not direction.collecting:
                                 direction.packets += 1
                                 direction.bytes += ((buf[ip + 2] << 8) | buf[ip + 3]) - 20
-                                direction.last_seen = sec + frac * frac_scale
+                                direction.last_seen = ts
                                 continue
                     elif buf[start + 12 : start + 14] == b"\x86\xdd" and caplen >= 74:
                         # IPv6 without extension headers: [8:44] is src, dst, sport, dport.
@@ -274,17 +285,17 @@ def _pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation]:
                                 ):
                                     direction.packets += 1
                                     direction.bytes += ip_payload
-                                    direction.last_seen = sec + frac * frac_scale
+                                    direction.last_seen = ts
                                     continue
                         elif protocol == 17:
                             direction = udp.get(buf[ip + 8 : ip + 44])
                             if direction is not None and not direction.collecting:
                                 direction.packets += 1
                                 direction.bytes += (buf[ip + 4] << 8) | buf[ip + 5]
-                                direction.last_seen = sec + frac * frac_scale
+                                direction.last_seen = ts
                                 continue
                 try:
-                    slow_path(sec + frac * frac_scale, linktype, buf[start:end])
+                    slow_path(ts, linktype, buf[start:end])
                 except Exception:  # a parser bug must not end the analysis of the file
                     engine.internal_error()
                 if out:
@@ -299,16 +310,22 @@ def _record_loop(
     engine: _Engine, records: Iterator[tuple[float, int, bytes]]
 ) -> Iterator[Observation]:
     """pcapng (and anything else): one ``(ts, linktype, frame)`` record at a time."""
-    tcp = engine.table.tcp
-    udp = engine.table.udp
+    table = engine.table
+    tcp = table.tcp
+    udp = table.udp
     out = engine.out
     slow_path = engine.packet
     packets = 0
     captured = 0
+    newest = 0.0
     try:
         for ts, linktype, frame in records:
             packets += 1
             captured += len(frame)
+            if ts < newest:
+                table.time_went_back()
+            else:
+                newest = ts
             if linktype == LINKTYPE_ETHERNET and len(frame) >= 54:
                 if frame[12:15] == b"\x08\x00\x45":
                     ip = 14
@@ -545,12 +562,7 @@ class _Engine:
         payload = packet.payload
         if flow.app == "dns":
             self._dns_message(flow, payload, ts)
-        elif (
-            direction.from_client
-            and flow.app is None
-            and payload
-            and payload[0] & 0x80
-        ):
+        elif direction.from_client and flow.app is None and payload and payload[0] & 0x80:
             self._quic(flow, payload, ts)
         else:
             direction.stop()  # nothing to read in it
@@ -903,7 +915,7 @@ class _Engine:
                 client_direction_guessed=flow.direction_guessed,
             )
         )
-        flow.closed = True
+        self.table.close(flow)
         flow.app_state = None
         flow.client.stop()
         flow.server.stop()
