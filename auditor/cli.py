@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,7 +247,7 @@ def pcap_command(
 def _open_recorder(store_path: Path | None, sinks: tuple[str, ...]) -> FindingsRecorder:
     """The findings store (and sink delivery) an offline run records into, or a one-line error.
 
-    The analysis syncs its merged findings into it every second and at the end
+    The analysis syncs its merged findings into it every few seconds and at the end
     (``FindingsRecorder.sync``): nobody waits on offline alerts, and a call per occurrence
     would cost more than the rest of the store.
     """
@@ -311,9 +312,8 @@ def _summary(offline, engine: str, connections_written: int | None) -> dict:  # 
                 "skipped": dict(stats.skipped),
             }
         )
-    by_severity: dict[str, int] = {}
-    for f in offline.analysis.findings:
-        by_severity[f.severity.label] = by_severity.get(f.severity.label, 0) + 1
+    # In the order each severity first occurs, as the JSON summary has always listed them.
+    by_severity = dict(Counter(f.severity.label for f in offline.analysis.findings))
     return {
         "engine": engine,
         "captures": captures,

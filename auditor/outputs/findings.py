@@ -64,6 +64,11 @@ def result_document(result: AnalysisResult, summary: dict[str, Any]) -> dict[str
     }
 
 
+# One encoder for every item (json.dumps builds one per call). Items are trees of plain values
+# made by to_dict()/records(), so the circular-reference bookkeeping is skipped.
+_compact_json = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+
 def _document_json(document: dict[str, Any]) -> str:
     """``document`` as JSON, indented, except that each item of a top-level list (a host, a
     finding) is one compact line.
@@ -75,8 +80,7 @@ def _document_json(document: dict[str, Any]) -> str:
     members = []
     for name, value in document.items():
         if isinstance(value, list) and value:
-            items = ",\n".join("    " + json.dumps(item, ensure_ascii=False) for item in value)
-            text = f"[\n{items}\n  ]"
+            text = "[\n    " + ",\n    ".join(map(_compact_json, value)) + "\n  ]"
         else:  # small: indented the usual way (JSON strings hold no raw newlines to shift)
             text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
         members.append(f"  {json.dumps(name)}: {text}")
