@@ -142,10 +142,30 @@ class FileSink(Sink):
 
 
 SYSLOG_FACILITIES = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
-    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "audit": 13, "alert": 14,
-    "clock": 15, "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20,
-    "local5": 21, "local6": 22, "local7": 23,
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    "ntp": 12,
+    "audit": 13,
+    "alert": 14,
+    "clock": 15,
+    "local0": 16,
+    "local1": 17,
+    "local2": 18,
+    "local3": 19,
+    "local4": 20,
+    "local5": 21,
+    "local6": 22,
+    "local7": 23,
 }
 
 # Syslog severity (RFC 5424 section 6.2.1) for each finding severity.
@@ -272,8 +292,15 @@ class HttpJsonSink(Sink):
 class SplunkHecSink(HttpJsonSink):
     """Splunk HTTP Event Collector: one POST per batch, envelopes concatenated."""
 
-    def __init__(self, name: str, url: str, token: str, fmt: str, options: dict[str, str],
-                 tls_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        token: str,
+        fmt: str,
+        options: dict[str, str],
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
         super().__init__(name, url, {"Authorization": f"Splunk {token}"}, tls_context)
         self.format = fmt
         self.index = options.get("index") or None
@@ -285,8 +312,13 @@ class SplunkHecSink(HttpJsonSink):
 
         events = [
             _json_text(
-                hec_event(a, json_formats()[self.format](a), index=self.index,
-                          sourcetype=self.sourcetype, host=self.host)
+                hec_event(
+                    a,
+                    json_formats()[self.format](a),
+                    index=self.index,
+                    sourcetype=self.sourcetype,
+                    host=self.host,
+                )
             )
             for a in alerts
         ]
@@ -296,8 +328,9 @@ class SplunkHecSink(HttpJsonSink):
 class WebhookSink(HttpJsonSink):
     """A JSON POST per alert (chat webhooks take one message per request)."""
 
-    def __init__(self, name: str, url: str, fmt: str, slack: bool,
-                 tls_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, name: str, url: str, fmt: str, slack: bool, tls_context: ssl.SSLContext | None
+    ) -> None:
         super().__init__(name, url, {}, tls_context)
         self.format = fmt
         self.slack = slack
@@ -334,8 +367,7 @@ def _redacted(url: str) -> str:
     path = parts.path
     if netloc:  # network URLs only: file sink paths are not secrets
         path = "/".join(
-            "***" if _SECRET_PATH_SEGMENT.match(segment) else segment
-            for segment in path.split("/")
+            "***" if _SECRET_PATH_SEGMENT.match(segment) else segment for segment in path.split("/")
         )
     return urllib.parse.urlunsplit(
         (parts.scheme, netloc, path, urllib.parse.urlencode(masked, safe="*"), "")
@@ -423,11 +455,19 @@ def parse_sink_url(url: str) -> Sink:
             raise SinkURLError(f"{name}: missing host, e.g. webhook+https://hooks.example/path")
         fmt = _format(options, JSON_FORMAT_NAMES, "json", name)
         slack = options.get("slack", "").lower() in ("1", "true", "yes")
-        kept = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-                if k not in ("format", "slack", "ca")]
+        kept = [
+            (k, v)
+            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            if k not in ("format", "slack", "ca")
+        ]
         target = urllib.parse.urlunsplit(
-            (scheme.removeprefix("webhook+"), parts.netloc, parts.path or "/",
-             urllib.parse.urlencode(kept), "")
+            (
+                scheme.removeprefix("webhook+"),
+                parts.netloc,
+                parts.path or "/",
+                urllib.parse.urlencode(kept),
+                "",
+            )
         )
         context = _tls_context(options, name) if scheme == "webhook+https" else None
         return WebhookSink(name, target, fmt, slack, context)

@@ -494,8 +494,17 @@ class FindingsStore:
         """
         import pandas as pd
 
-        columns = ["host", "max_severity", "findings", "distinct", "kinds", "detectors",
-                   "addresses", "first_seen", "last_seen"]
+        columns = [
+            "host",
+            "max_severity",
+            "findings",
+            "distinct",
+            "kinds",
+            "detectors",
+            "addresses",
+            "first_seen",
+            "last_seen",
+        ]
         found = self.findings(**filters)
         if not found:
             return pd.DataFrame(columns=columns)
@@ -553,11 +562,18 @@ class FindingsStore:
                             " clients, connections, bytes_out, bytes_in, first_seen, last_seen,"
                             " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                             (
-                                stored.host, stored.service, stored.category,
-                                stored.jurisdiction, *_json_sets(stored),
+                                stored.host,
+                                stored.service,
+                                stored.category,
+                                stored.jurisdiction,
+                                *_json_sets(stored),
                                 _json_clients(stored),
-                                stored.connections, stored.bytes_out, stored.bytes_in,
-                                stored.first_seen, stored.last_seen, now,
+                                stored.connections,
+                                stored.bytes_out,
+                                stored.bytes_in,
+                                stored.first_seen,
+                                stored.last_seen,
+                                now,
                             ),
                         )
                     db.execute("COMMIT")
@@ -580,7 +596,8 @@ class FindingsStore:
         if len(hosts) < len(rows):
             log.warning(
                 "findings store %s: skipped %d unreadable host inventory rows",
-                self.path, len(rows) - len(hosts),
+                self.path,
+                len(rows) - len(hosts),
             )
         return hosts
 
@@ -728,7 +745,12 @@ def _json_sets(host: StoredHost) -> tuple[str, ...]:
     return tuple(
         json.dumps(sorted(values), ensure_ascii=False)
         for values in (
-            host.addresses, host.countries, host.asns, host.ports, host.tls_versions, host.ja4
+            host.addresses,
+            host.countries,
+            host.asns,
+            host.ports,
+            host.tls_versions,
+            host.ja4,
         )
     )
 

@@ -101,7 +101,9 @@ def test_query_filters(tmp_path: Path) -> None:
         assert sorted(hosts) == ["a.relay.example", "relay.example"]
         assert [f.host for f in store.findings(since=250)] == ["x_y.example", "notrelay.example"]
         assert {f.host for f in store.findings(min_severity=Severity.MEDIUM)} == {
-            "relay.example", "notrelay.example", "x_y.example"
+            "relay.example",
+            "notrelay.example",
+            "x_y.example",
         }
         assert [f.host for f in store.findings(detector="weak-tls")] == ["x_y.example"]
         # LIKE wildcards in the filter are literal
