@@ -214,8 +214,17 @@ def finding_from_snapshot(data: dict[str, Any]) -> Finding:
     )
 
 
+# Encoders built once: ``json.dumps`` with options builds one per call.
+_encode_evidence = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode
+_encode_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class _KnownRowGone(Exception):
+    """A row ``FindingsStore`` remembered writing or reading is no longer in the file."""
+
+
 def _evidence_json(finding: Finding) -> str:
-    return json.dumps(finding.evidence, ensure_ascii=False, sort_keys=True, default=str)
+    return _encode_evidence(finding.evidence)
 
 
 def _row_to_finding(row: Sequence[Any]) -> Finding:
@@ -255,6 +264,10 @@ class FindingsStore:
         self._clock = clock
         self._lock = threading.RLock()
         self._active_sinks: list[str] = []
+        # (id, severity) by finding key of the rows this object wrote or read: a repeat needs
+        # no lookup. Rows only grow (count, time range, severity), and nothing in the auditor
+        # deletes findings; a row deleted by hand is noticed (its update changes nothing).
+        self._known_rows: dict[tuple[str, str, str, str], tuple[int, int]] = {}
         self._db = self._open()
 
     # -- opening and migrations ----------------------------------------------------------
@@ -352,64 +365,111 @@ class FindingsStore:
         return self.record_many([(finding, delta)])[0]
 
     def record_many(self, items: Sequence[tuple[Finding, int]]) -> list[bool]:
-        """``record`` for several (finding, count_delta) pairs in one transaction."""
+        """``record`` for several (finding, count_delta) pairs in one transaction.
+
+        Alerts are decided once the batch is written: once per finding, on its state at the
+        end of the batch (a key given twice gets one decision).
+        """
         now = self._clock()
         with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                created = [self._record_one(finding, delta, now) for finding, delta in items]
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                return self._write_findings(items, now)
+            except _KnownRowGone:
+                # Another writer deleted a row this object had written or read: the batch was
+                # rolled back and the remembered rows forgotten, so this pass looks every key up.
+                return self._write_findings(items, now)
+
+    def _write_findings(self, items: Sequence[tuple[Finding, int]], now: float) -> list[bool]:
+        db = self._db
+        known = self._known_rows
+        created: list[bool] = []
+        finding_ids: list[int] = []
+        count_updates: list[tuple[int, float, float, float, int]] = []
+        severity_updates: list[tuple[int, str, str, int, int]] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for finding, delta in items:
+                key = finding.key
+                row = known.get(key)
+                if row is None:
+                    row = db.execute(
+                        "SELECT id, severity FROM findings "
+                        "WHERE detector = ? AND kind = ? AND host = ? AND evidence_key = ?",
+                        key,
+                    ).fetchone()
+                if row is None:
+                    finding_id = self._insert_finding(finding, delta, now)
+                    known[key] = (finding_id, finding.severity)
+                    created.append(True)
+                else:
+                    # A repeat: count it, widen the time range; a more severe repeat wins (its
+                    # title and evidence with it). The evidence is only encoded when written.
+                    finding_id, severity = row
+                    count_updates.append(
+                        (max(delta, 0), finding.first_seen, finding.last_seen, now, finding_id)
+                    )
+                    if finding.severity > severity:
+                        severity = finding.severity
+                        severity_updates.append(
+                            (
+                                int(severity),
+                                finding.title,
+                                _evidence_json(finding),
+                                finding_id,
+                                int(severity),
+                            )
+                        )
+                    known[key] = (finding_id, severity)
+                    created.append(False)
+                finding_ids.append(finding_id)
+            if count_updates:
+                cursor = db.executemany(
+                    "UPDATE findings SET count = count + ?, first_seen = min(first_seen, ?),"
+                    " last_seen = max(last_seen, ?), updated_at = ? WHERE id = ?",
+                    count_updates,
+                )
+                if cursor.rowcount != len(count_updates):
+                    raise _KnownRowGone
+            if severity_updates:
+                # Conditional: another writer (a proxy on the same file) may have stored a
+                # higher severity since this object last read the row.
+                db.executemany(
+                    "UPDATE findings SET severity = ?, title = ?, evidence = ?"
+                    " WHERE id = ? AND severity < ?",
+                    severity_updates,
+                )
+            if self._active_sinks:
+                for finding_id in dict.fromkeys(finding_ids):
+                    self._queue_alerts(finding_id, now)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            # Rows inserted or raised in this transaction are gone: forget them all.
+            known.clear()
+            raise
         return created
 
-    def _record_one(self, finding: Finding, delta: int, now: float) -> bool:
-        db = self._db
-        existing = db.execute(
-            "SELECT id, severity FROM findings "
-            "WHERE detector = ? AND kind = ? AND host = ? AND evidence_key = ?",
-            finding.key,
-        ).fetchone()
-        if existing is None:
-            cursor = db.execute(
-                "INSERT INTO findings (detector, kind, host, evidence_key, severity, title,"
-                " evidence, first_seen, last_seen, count, dst_ip, dst_port, src_ip, recorded_at,"
-                " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    *finding.key,
-                    int(finding.severity),
-                    finding.title,
-                    _evidence_json(finding),
-                    finding.first_seen,
-                    finding.last_seen,
-                    max(delta, 1),
-                    finding.dst_ip,
-                    finding.dst_port,
-                    finding.src_ip,
-                    now,
-                    now,
-                ),
-            )
-            finding_id = int(cursor.lastrowid or 0)
-        else:
-            finding_id, stored_severity = existing
-            # A repeat: count it, widen the time range; a more severe repeat wins (its title and
-            # evidence with it). The evidence is only encoded when it is written.
-            db.execute(
-                "UPDATE findings SET count = count + ?, first_seen = min(first_seen, ?),"
-                " last_seen = max(last_seen, ?), updated_at = ? WHERE id = ?",
-                (max(delta, 0), finding.first_seen, finding.last_seen, now, finding_id),
-            )
-            if finding.severity > stored_severity:
-                db.execute(
-                    "UPDATE findings SET severity = ?, title = ?, evidence = ? WHERE id = ?",
-                    (int(finding.severity), finding.title, _evidence_json(finding), finding_id),
-                )
-        if self._active_sinks:
-            self._queue_alerts(finding_id, now)
-        return existing is None
+    def _insert_finding(self, finding: Finding, delta: int, now: float) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO findings (detector, kind, host, evidence_key, severity, title,"
+            " evidence, first_seen, last_seen, count, dst_ip, dst_port, src_ip, recorded_at,"
+            " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                *finding.key,
+                int(finding.severity),
+                finding.title,
+                _evidence_json(finding),
+                finding.first_seen,
+                finding.last_seen,
+                max(delta, 1),
+                finding.dst_ip,
+                finding.dst_port,
+                finding.src_ip,
+                now,
+                now,
+            ),
+        )
+        return int(cursor.lastrowid or 0)
 
     def _queue_alerts(self, finding_id: int, now: float) -> None:
         db = self._db
@@ -743,7 +803,7 @@ _HOST_COLUMNS = (
 
 def _json_sets(host: StoredHost) -> tuple[str, ...]:
     return tuple(
-        json.dumps(sorted(values), ensure_ascii=False)
+        _encode_text(sorted(values))
         for values in (
             host.addresses,
             host.countries,

@@ -235,3 +235,67 @@ def test_unreadable_outbox_row_is_skipped_not_fatal(tmp_path: Path) -> None:
         assert [e.finding.host for e in store.pending("s")] == ["fine.example"]  # stays skipped
     row = sqlite3.connect(path).execute("SELECT last_error FROM outbox WHERE id = 1").fetchone()
     assert row[0].startswith("skipped: unreadable payload")
+
+
+def test_store_notices_rows_other_writers_changed(tmp_path: Path) -> None:
+    """The store remembers the rows it wrote; another writer raising a severity or deleting a
+    row (by hand: the auditor deletes none) is still taken into account."""
+    path = tmp_path / "f.db"
+
+    def finding(severity: Severity, title: str) -> Finding:
+        found = make_finding(severity=severity)
+        found.title = title
+        return found
+
+    with FindingsStore(path) as store, FindingsStore(path) as other:
+        store.record(finding(Severity.LOW, "by store"))
+        other.record(finding(Severity.CRITICAL, "by other"))
+        store.record(finding(Severity.HIGH, "by store, again"))  # less than the stored one
+        (only,) = store.findings()
+        assert (only.severity, only.title, only.count) == (Severity.CRITICAL, "by other", 3)
+
+        db = sqlite3.connect(path)
+        db.execute("DELETE FROM findings")
+        db.commit()
+        db.close()
+        assert store.record(finding(Severity.LOW, "after the delete")) is True
+        (only,) = store.findings()
+        assert (only.severity, only.title, only.count) == (Severity.LOW, "after the delete", 1)
+
+
+def test_failed_batch_leaves_no_remembered_rows(tmp_path: Path) -> None:
+    """A rolled-back batch's new row ids are free again: the store must not update the row
+    that reuses one of them when the rolled-back finding comes back."""
+    broken = make_finding(host="broken.example")
+    broken.title = None  # type: ignore[assignment]  # NOT NULL: the batch fails
+    with FindingsStore(tmp_path / "f.db") as store:
+        with pytest.raises(sqlite3.IntegrityError):
+            store.record_many([(make_finding(host="a.example"), 1), (broken, 1)])
+        assert store.findings() == []
+        assert store.record(make_finding(host="b.example")) is True  # takes the freed id
+        assert store.record(make_finding(host="a.example")) is True
+        counts = {f.host: f.count for f in store.findings()}
+    assert counts == {"a.example": 1, "b.example": 1}
+
+
+def test_batch_with_a_key_twice_stores_what_two_records_store(tmp_path: Path) -> None:
+    def finding(severity: Severity, ts: float) -> Finding:
+        found = make_finding(severity=severity, ts=ts)
+        found.title, found.evidence = f"title {severity.label}", {"seen": severity.label}
+        return found
+
+    pairs = [(finding(Severity.LOW, 100.0), 2), (finding(Severity.HIGH, 50.0), 3)]
+    stored = []
+    for way in ("one by one", "batch"):
+        with FindingsStore(tmp_path / f"{way}.db") as store:
+            if way == "batch":
+                assert store.record_many(pairs) == [True, False]
+            else:
+                assert [store.record(f, count_delta=n) for f, n in pairs] == [True, False]
+            stored.append(store.findings())
+    assert stored[0] == stored[1]
+    assert (stored[0][0].count, stored[0][0].severity, stored[0][0].first_seen) == (
+        5,
+        Severity.HIGH,
+        50.0,
+    )
