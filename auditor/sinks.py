@@ -651,9 +651,9 @@ class FindingsRecorder:
     stored yet, or one whose severity rose, is written at once: its alert must not wait.
 
     ``recorder.sync(pipeline.findings.values())`` (offline analysis, which holds every merged
-    finding itself): called about once a second and at the end, it queues the findings that
-    are new or grew since the last sync and writes them in one transaction, so an offline run
-    pays nothing per occurrence. Nobody waits on its alerts.
+    finding itself): called every few seconds and at the end, it writes the findings that are
+    new or grew since the last sync in one transaction, so an offline run pays nothing per
+    occurrence. Nobody waits on its alerts.
 
     Either way the flush turns running counts into the number of new occurrences, so the
     stored count is right across flushes and restarts. A store error is logged and counted,
@@ -690,13 +690,21 @@ class FindingsRecorder:
 
     def sync(self, findings: Iterable[Finding]) -> None:
         """Record the caller's merged findings as they stand now: those new or grown since
-        the last sync (every merge adds to the count), in one transaction."""
+        the last sync (every merge adds to the count), in one transaction.
+
+        Called on the thread that merges into ``findings``, so they cannot change while they
+        are written: they are handed to the store as they are, without the snapshot
+        ``__call__`` takes."""
+        items: list[tuple[Finding, int]] = []
         with self._lock:
             stored = self._stored_counts
             for finding in findings:
-                if finding.count != stored.get(finding.key):
-                    self._queue(finding)
-        self.flush()
+                key = finding.key
+                previous = stored.get(key)
+                if finding.count != previous:
+                    items.append((finding, finding.count - (previous or 0)))
+                    stored[key] = finding.count
+        self._write(items)
 
     def _queue(self, finding: Finding) -> tuple[str, str, str, str]:
         """Note ``finding`` for the next flush (lock held); its key."""
@@ -740,6 +748,10 @@ class FindingsRecorder:
                 previous = self._written_severity.get(key)
                 if previous is None or entry.severity > previous:
                     self._written_severity[key] = entry.severity
+        self._write(items)
+
+    def _write(self, items: list[tuple[Finding, int]]) -> None:
+        """Record (finding, new occurrences) pairs in one transaction and wake delivery."""
         if not items:
             return
         try:
