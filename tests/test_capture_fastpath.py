@@ -11,13 +11,15 @@ from __future__ import annotations
 import gzip
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from auditor.capture import CaptureStats, engine
 from auditor.capture.engine import read_observations
-from auditor.capture.reader import Capture
+from auditor.capture.packets import Packet, decode
+from auditor.capture.reader import Capture, open_capture
 from auditor.model import Observation
 from tests.capture_helpers import (
     dns_query_bytes,
@@ -257,3 +259,78 @@ def test_edge_cases_same(
     for options in ({}, {"max_flows": 4, "tcp_idle_timeout": 0.3, "udp_idle_timeout": 0.2}):
         observations = _assert_same(path, **options)
         assert any(type(o).__name__ == "Connection" for o in observations)
+
+
+def _fields(packet: Packet) -> dict[str, object]:
+    return {name: getattr(packet, name) for name in Packet.__slots__}
+
+
+def _odd_frames() -> list[tuple[bytes, bool]]:
+    """(frame, whether the C decoder reads it): shapes it must read exactly as Python does, and
+    shapes it must leave to Python."""
+    payload = b"\x16\x03\x01\x00\x05hello"
+    syn = tcp_packet("10.1.0.1", "192.0.2.10", 40000, 443, 7, "S")
+    data = tcp_packet("10.1.0.1", "192.0.2.10", 40000, 443, 0xFFFFFFF0, "PA", payload)
+    dns = udp_packet("10.1.0.1", "10.0.0.53", 5000, 53, dns_query_bytes("a.example.com"))
+    v6 = tcp_packet("2001:db8::1", "2001:db8::2", 50000, 443, 1, "PA", payload)
+    v6_udp = udp_packet("2001:db8::1", "2001:db8::2", 50000, 53, b"q" * 20)
+
+    def patched(raw: bytes, offset: int, value: bytes) -> bytes:
+        return raw[:offset] + value + raw[offset + len(value) :]
+
+    with_options = bytes([0x46]) + data[1:20] + b"\x01\x01\x01\x01" + data[20:]
+    vxlan = udp_packet("10.1.0.1", "10.1.0.2", 5000, 4789, b"\x08" + bytes(7) + bytes(60))
+    return [
+        (ether(syn), True),
+        (ether(data), True),
+        (ether(data + b"\x00" * 6), True),  # Ethernet padding past the IP total length
+        (ether(data)[:60], True),  # cut by the snap length
+        (ether(data)[:40], False),  # cut inside the TCP header
+        (ether(dns), True),
+        (ether(dns, tags=(0x8100,)), True),
+        (ether(dns, tags=(0x88A8, 0x8100)), False),  # QinQ
+        (ether(v6, ethertype=0x86DD), True),
+        (ether(v6, ethertype=0x86DD, tags=(0x8100,)), True),
+        (ether(v6_udp, ethertype=0x86DD), True),
+        (ether(patched(v6, 4, b"\x00\x00"), ethertype=0x86DD), True),  # payload length 0
+        (ether(patched(v6, 6, b"\x00"), ethertype=0x86DD), False),  # a hop-by-hop header
+        (ether(with_options), False),
+        (ether(patched(data, 2, b"\x00\x00")), False),  # total length 0 (offload)
+        (ether(patched(data, 2, b"\x00\x10")), False),  # total length below the header's
+        (ether(patched(data, 6, b"\x20\x00")), True),  # a first fragment
+        (ether(patched(data, 6, b"\x00\x10")), False),  # a later fragment
+        (ether(patched(data, 32, b"\x40")), False),  # TCP data offset 16
+        (ether(patched(dns, 24, b"\x00\x04")), True),  # UDP length below its header's
+        (ether(patched(dns, 24, b"\x00\x0c")), True),  # UDP length short of the datagram
+        (ether(vxlan), False),
+        (ether(udp_packet("10.1.0.1", "10.1.0.2", 5000, 6081, bytes(68))), False),  # Geneve
+        (ether(patched(data, 9, b"\x2f")), False),  # GRE
+        (ether(bytes(28), ethertype=0x0806), False),
+        (ether(b""), False),
+        (b"\x00" * 10, False),
+    ]
+
+
+def _bench_frames(path: Path) -> list[bytes]:
+    stats = CaptureStats()
+    capture = open_capture(path, stats.skipped, None)
+    try:
+        return [frame for _ts, _linktype, frame in capture.records()][:20_000]
+    finally:
+        capture.close()
+
+
+def test_c_decoder_reads_frames_as_packets_decode(generated: Path) -> None:
+    """Whatever the C walk hands over decoded is what packets.decode makes of the frame."""
+    odd = _odd_frames()
+    bench = _bench_frames(generated)
+    for index, (frame, c_reads) in enumerate(odd):
+        packet = engine._fastpath.decode(frame)
+        assert (packet is not None) == c_reads, f"odd frame {index}"
+        if packet is not None:
+            reference = decode(1, frame, Counter())
+            assert reference is not None and _fields(packet) == _fields(reference), index
+    for index, frame in enumerate(bench):
+        packet = engine._fastpath.decode(frame)
+        assert packet is not None and type(packet) is Packet, f"bench frame {index}"
+        assert _fields(packet) == _fields(decode(1, frame, Counter())), f"bench frame {index}"

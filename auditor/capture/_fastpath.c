@@ -6,18 +6,20 @@
  * record and rule for rule, so that the engine only runs Python for the packets that need it.
  *
  *   walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest)
- *       -> (pos, slow, ts, packets, captured, newest, went_back)
+ *       -> (pos, slow, ts, packets, captured, newest, went_back, packet)
  *
  * reads the pcap records of buf from offset pos. Bulk packets of known flows are counted on
  * their Direction (the objects of FlowTable.tcp / FlowTable.udp, looked up by the same key
  * bytes). It stops at the first packet the fast path does not take, or at the first
  * incomplete record: pos is then where to resume (just past that packet, or at the incomplete
- * record), slow the offset of the packet's record header (-1: none, the buffer is used up) and
- * ts its timestamp; packets and captured count every record read (the slow one included) and
- * their captured bytes. newest is the latest timestamp so far (passed in from the previous call,
- * returned updated); went_back is true when a record read is older than one before it (the flow
- * table's idle timers rely on time going forward: FlowTable.time_went_back). Timestamps are computed as Python computes them (sec + frac *
- * frac_scale in doubles; setup.py turns off floating-point contraction so no fused
+ * record), slow the offset of the packet's record header (-1: none, the buffer is used up), ts
+ * its timestamp and packet its decoded Packet (None when packets.decode must read the frame: a
+ * shape decode_ethernet below does not take, or no slow packet); packets and captured count
+ * every record read (the slow one included) and their captured bytes. newest is the latest
+ * timestamp so far (passed in from the previous call, returned updated); went_back is true when
+ * a record read is older than one before it (the flow table's idle timers rely on time going
+ * forward: FlowTable.time_went_back). Timestamps are computed as Python computes them (sec +
+ * frac * frac_scale in doubles; setup.py turns off floating-point contraction so no fused
  * multiply-add changes a bit), so both loops give identical observations
  * (tests/test_capture_fastpath.py checks it).
  *
@@ -258,6 +260,156 @@ static int ethernet_frame(const unsigned char *f, Py_ssize_t caplen, double ts, 
     return 0;
 }
 
+/* Packets (auditor.capture.packets.Packet) for the frames walk hands over, made here so that
+ * Python does not decode again the headers just read. Packet declares __slots__: its fields are
+ * set at the offsets learned when the module is imported. */
+enum {
+    P_TRANSPORT, P_SRC, P_DST, P_SPORT, P_DPORT, P_FLAGS, P_SEQ, P_PAYLOAD, P_IP_PAYLOAD_LEN,
+    P_TRUNCATED, P_KEY, P_FIELDS
+};
+static const char *const packet_fields[P_FIELDS] = {
+    "transport", "src", "dst", "sport", "dport", "flags", "seq", "payload", "ip_payload_len",
+    "truncated", "key",
+};
+static PyTypeObject *packet_type;
+static Py_ssize_t packet_slots[P_FIELDS];
+
+static int learn_packet_type(void)
+{
+    PyObject *module = PyImport_ImportModule("auditor.capture.packets");
+    if (module == NULL)
+        return -1;
+    PyObject *type = PyObject_GetAttrString(module, "Packet");
+    Py_DECREF(module);
+    if (type == NULL)
+        return -1;
+    if (!PyType_Check(type)) {
+        Py_DECREF(type);
+        PyErr_SetString(PyExc_ImportError, "auditor.capture.packets.Packet is not a class");
+        return -1;
+    }
+    packet_type = (PyTypeObject *)type; /* kept for the life of the module */
+    for (int field = 0; field < P_FIELDS; field++) {
+        PyObject *name = PyUnicode_InternFromString(packet_fields[field]);
+        if (name == NULL)
+            return -1;
+        packet_slots[field] = slot_offset(packet_type, name);
+        Py_DECREF(name);
+        if (packet_slots[field] < 0) {
+            PyErr_Format(PyExc_ImportError, "Packet.%s is not a __slots__ field",
+                         packet_fields[field]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A Packet with the given fields (new references, stolen; NULL ones mean an error). */
+static PyObject *new_packet(PyObject *fields[P_FIELDS])
+{
+    PyObject *packet = NULL;
+    int complete = 1;
+    for (int field = 0; field < P_FIELDS; field++)
+        complete &= fields[field] != NULL;
+    if (complete)
+        packet = packet_type->tp_alloc(packet_type, 0);
+    for (int field = 0; field < P_FIELDS; field++) {
+        if (packet != NULL)
+            *slot_of(packet, packet_slots[field]) = fields[field];
+        else
+            Py_XDECREF(fields[field]);
+    }
+    return packet;
+}
+
+static inline unsigned u16(const unsigned char *p)
+{
+    return (unsigned)p[0] << 8 | p[1];
+}
+
+/* What packets.decode gives for an Ethernet frame, for the common shapes: optionally one
+ * 802.1Q tag, IPv4 with a 20-byte header (not a later fragment) or IPv6 without extension
+ * headers, then TCP or UDP (not a VXLAN or Geneve tunnel). New reference: the Packet, or None
+ * for any other frame (Python decodes it, counting what it skips); NULL on error. The rules
+ * are those of packets._ipv4, _ipv6 and _transport, line for line. */
+static PyObject *decode_ethernet(const unsigned char *f, Py_ssize_t caplen)
+{
+    if (caplen < 14)
+        Py_RETURN_NONE;
+    Py_ssize_t ip = 14;
+    unsigned ethertype = u16(f + 12);
+    if (ethertype == 0x8100 && caplen >= 18) {
+        ethertype = u16(f + 16);
+        ip = 18;
+    }
+    Py_ssize_t start, end, ip_payload_len, address_size;
+    int protocol;
+    if (ethertype == 0x0800) {
+        const unsigned char *h = f + ip;
+        if (caplen < ip + 20 || h[0] != 0x45 || (u16(h + 6) & 0x1FFF))
+            Py_RETURN_NONE; /* options, a later fragment, or too short */
+        Py_ssize_t total_length = u16(h + 2);
+        if (total_length < 20)
+            Py_RETURN_NONE;
+        start = ip + 20;
+        end = ip + total_length;
+        ip_payload_len = total_length - 20;
+        protocol = h[9];
+        address_size = 4;
+    }
+    else if (ethertype == 0x86DD) {
+        const unsigned char *h = f + ip;
+        if (caplen < ip + 40 || h[0] >> 4 != 6)
+            Py_RETURN_NONE;
+        Py_ssize_t payload_length = u16(h + 4);
+        start = ip + 40;
+        end = payload_length ? start + payload_length : caplen;
+        ip_payload_len = payload_length ? payload_length : caplen - start;
+        protocol = h[6];
+        address_size = 16;
+    }
+    else
+        Py_RETURN_NONE;
+    int truncated = end > caplen; /* the snap length cut the packet short */
+    if (truncated)
+        end = caplen;
+    /* The addresses, then the transport header: src, dst, sport, dport are contiguous. */
+    const unsigned char *addresses = f + start - 2 * address_size;
+    const unsigned char *t = f + start;
+    PyObject *fields[P_FIELDS];
+    if (protocol == 6) {
+        if (end < start + 20 || (t[12] >> 4) < 5)
+            Py_RETURN_NONE;
+        Py_ssize_t data = start + (t[12] >> 4) * 4;
+        fields[P_FLAGS] = PyLong_FromLong(t[13]);
+        fields[P_SEQ] = PyLong_FromUnsignedLong(read_u32(t + 4, 0));
+        fields[P_PAYLOAD] = PyBytes_FromStringAndSize((const char *)f + data,
+                                                      data < end ? end - data : 0);
+    }
+    else if (protocol == 17) {
+        unsigned dport = u16(t + 2), udp_length = u16(t + 4);
+        if (end < start + 8 || dport == 4789 || dport == 6081)
+            Py_RETURN_NONE;
+        if (udp_length >= 8 && start + (Py_ssize_t)udp_length < end)
+            end = start + udp_length;
+        fields[P_FLAGS] = PyLong_FromLong(0);
+        fields[P_SEQ] = PyLong_FromLong(0);
+        fields[P_PAYLOAD] = PyBytes_FromStringAndSize((const char *)t + 8, end - start - 8);
+    }
+    else
+        Py_RETURN_NONE;
+    fields[P_TRANSPORT] = PyLong_FromLong(protocol);
+    fields[P_SRC] = PyBytes_FromStringAndSize((const char *)addresses, address_size);
+    fields[P_DST] = PyBytes_FromStringAndSize((const char *)addresses + address_size,
+                                              address_size);
+    fields[P_SPORT] = PyLong_FromLong(u16(t));
+    fields[P_DPORT] = PyLong_FromLong(u16(t + 2));
+    fields[P_IP_PAYLOAD_LEN] = PyLong_FromSsize_t(ip_payload_len);
+    fields[P_TRUNCATED] = PyBool_FromLong(truncated);
+    fields[P_KEY] = key_object(addresses, 2 * address_size + 4);
+    return new_packet(fields);
+}
+
 static PyObject *walk(PyObject *self, PyObject *args)
 {
     Py_buffer view;
@@ -308,16 +460,37 @@ static PyObject *walk(PyObject *self, PyObject *args)
             break;
         }
     }
+    PyObject *packet = Py_None;
+    Py_INCREF(packet);
+    if (slow >= 0 && ethernet) {
+        Py_DECREF(packet);
+        packet = decode_ethernet(buf + slow + 16, pos - slow - 16);
+    }
     PyBuffer_Release(&view);
-    return Py_BuildValue("(nndLLdN)", pos, slow, slow_ts, packets, captured, newest,
-                         PyBool_FromLong(went_back));
+    if (packet == NULL)
+        return NULL;
+    return Py_BuildValue("(nndLLdNN)", pos, slow, slow_ts, packets, captured, newest,
+                         PyBool_FromLong(went_back), packet);
+}
+
+static PyObject *decode(PyObject *self, PyObject *frame)
+{
+    (void)self;
+    if (!PyBytes_Check(frame)) {
+        PyErr_SetString(PyExc_TypeError, "decode() takes bytes");
+        return NULL;
+    }
+    return decode_ethernet((const unsigned char *)PyBytes_AS_STRING(frame),
+                           PyBytes_GET_SIZE(frame));
 }
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
      "walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest)"
-     " -> (pos, slow, ts, packets, captured, newest, went_back): count bulk packets up to the next one the"
-     " per-packet path must see"},
+     " -> (pos, slow, ts, packets, captured, newest, went_back, packet): count bulk packets up"
+     " to the next one the per-packet path must see"},
+    {"decode", decode, METH_O,
+     "decode(ethernet_frame) -> Packet | None: what walk hands over with a slow packet"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -333,6 +506,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     name_last_seen = PyUnicode_InternFromString("last_seen");
     name_collecting = PyUnicode_InternFromString("collecting");
     if (!name_packets || !name_bytes || !name_last_seen || !name_collecting)
+        return NULL;
+    if (learn_packet_type() < 0)
         return NULL;
     return PyModule_Create(&module);
 }

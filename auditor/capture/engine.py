@@ -165,6 +165,7 @@ def _native_pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation
     udp = table.udp
     out = engine.out
     slow_path = engine.packet
+    decoded = engine.decoded
     linktype = capture.linktype
     little_endian = capture.byte_order == "<"
     ethernet = linktype == LINKTYPE_ETHERNET
@@ -181,7 +182,7 @@ def _native_pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation
                 break
             pos = 0
             while True:
-                pos, slow, ts, walked, walked_bytes, newest, went_back = walk(
+                pos, slow, ts, walked, walked_bytes, newest, went_back, packet = walk(
                     buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest
                 )
                 packets += walked
@@ -191,7 +192,10 @@ def _native_pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation
                 if slow < 0:
                     break  # the rest of the buffer is an incomplete record
                 try:
-                    slow_path(ts, linktype, buf[slow + 16 : pos])
+                    if packet is not None:
+                        decoded(ts, packet)  # C read its headers already
+                    else:
+                        slow_path(ts, linktype, buf[slow + 16 : pos])
                 except Exception:  # a parser bug must not end the analysis of the file
                     engine.internal_error()
                 if out:
@@ -469,8 +473,11 @@ class _Engine:
     def packet(self, ts: float, linktype: int, frame: bytes) -> None:
         """Everything the fast path does not take: new flows, handshakes, flags, other links."""
         packet = decode(linktype, frame, self.skipped)
-        if packet is None:
-            return
+        if packet is not None:
+            self.decoded(ts, packet)
+
+    def decoded(self, ts: float, packet: Packet) -> None:
+        """A packet for the per-packet path, decoded (by ``packet``, or by the C walk)."""
         if self.next_sweep is None:
             self.next_sweep = ts + SWEEP_INTERVAL
         elif ts >= self.next_sweep:
