@@ -67,11 +67,11 @@ def _parse(text: str) -> Any:
 
 def _entry_path(path: Path) -> Path | None:
     """Where ``path``'s entry is kept, or None when the cache directory is not safe to use."""
-    directory = cache_directory()
     try:
+        directory = cache_directory()
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         status = directory.stat()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to put it in
         return None
     # Someone else who can write there could plant a wrong document for a file's hash.
     if hasattr(os, "getuid") and (status.st_uid != os.getuid() or status.st_mode & 0o022):
@@ -101,9 +101,8 @@ def _write_entry(entry_path: Path, digest: str, document: Any) -> None:
     import threading
 
     try:
-        text = json.dumps(
-            {"format": CACHE_FORMAT, "sha256": digest, "document": document}, ensure_ascii=False
-        )
+        # ASCII: PyYAML's Python loader reads "\ud800" as a lone surrogate, UTF-8 cannot.
+        text = json.dumps({"format": CACHE_FORMAT, "sha256": digest, "document": document})
     except (TypeError, ValueError):  # dates, binary, sets, ...: not JSON
         return
     if json.loads(text)["document"] != document:

@@ -105,6 +105,26 @@ def test_an_unusable_cache_directory_only_means_parsing(
     assert load_yaml(path) == {"a": 1}
 
 
+def test_no_home_directory_only_means_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", no_home)
+    path = tmp_path / "doc.yaml"
+    path.write_text("a: 1\n", encoding="utf-8")
+    assert load_yaml(path) == {"a": 1}
+
+
+def test_a_lone_surrogate_is_cached(tmp_path: Path, cache: Path) -> None:
+    path = tmp_path / "doc.yaml"
+    path.write_text("a: x\n", encoding="utf-8")
+    yaml_files._write_entry(yaml_files._entry_path(path), "digest", {"a": "\ud800"})
+    assert yaml_files._read_entry(yaml_files._entry_path(path), "digest") == {"a": "\ud800"}
+
+
 @pytest.mark.parametrize(
     ("text", "document"),
     [
