@@ -56,6 +56,19 @@ def test_compression_loop_is_an_error_not_a_hang():
     forward = header + b"\xc0\x10\x00\x00\x01a\x00"
     with pytest.raises(DNSParseError, match="loop"):
         read_name(forward, 12)
+    with pytest.raises(DNSParseError, match="loop"):  # a name read before, but further on
+        read_name(forward, 12, {16: "a"})
+
+
+def test_a_pointer_to_a_name_read_before_reads_the_same():
+    message = dns_response_bytes("api.example.com", "203.0.113.7")
+    answer = 12 + len(b"\x03api\x07example\x03com\x00") + 4
+    plain_names: dict[int, str] = {}
+    assert read_name(message, 12, plain_names) == ("api.example.com", answer - 4)
+    assert plain_names == {12: "api.example.com"}
+    assert read_name(message, answer, plain_names) == read_name(message, answer)
+    assert read_name(message, answer) == ("api.example.com", answer + 2)
+    assert plain_names == {12: "api.example.com"}  # names read through a pointer are not kept
 
 
 def test_name_longer_than_255_octets_is_rejected():

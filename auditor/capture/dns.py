@@ -59,14 +59,26 @@ class ParsedDNS:
 
 
 def type_name(code: int) -> str:
-    return RECORD_TYPES.get(code, f"TYPE{code}")
+    return RECORD_TYPES.get(code) or f"TYPE{code}"
 
 
-def read_name(message: bytes, offset: int) -> tuple[str, int]:
-    """(dotted name, offset just past it in the record), following compression pointers."""
+def read_name(
+    message: bytes, offset: int, plain_names: dict[int, str] | None = None
+) -> tuple[str, int]:
+    """(dotted name, offset just past it in the record), following compression pointers.
+
+    ``plain_names``: names read before from the same message without a pointer, by offset;
+    filled here. A name that is just a pointer to one of them (an answer naming the question,
+    the usual case) is not read again: it reads the same.
+    """
+    size = len(message)
+    if plain_names and offset + 1 < size and message[offset] & 0xC0 == 0xC0:
+        target = ((message[offset] & 0x3F) << 8) | message[offset + 1]
+        known = plain_names.get(target) if target < offset else None
+        if known is not None:
+            return known, offset + 2
     # Label bytes, decoded once joined: byte for byte the same text as decoding each label.
     labels: list[bytes] = []
-    size = len(message)
     length_total = 0
     pointers = 0
     end_offset: int | None = None
@@ -102,19 +114,25 @@ def read_name(message: bytes, offset: int) -> tuple[str, int]:
         if length_total > MAX_NAME_LENGTH:
             raise DNSParseError("name longer than 255 octets")
         labels.append(message[position - length : position])
-    return b".".join(labels).decode("ascii", "backslashreplace"), end_offset
+    name = b".".join(labels).decode("ascii", "backslashreplace")
+    if plain_names is not None and not pointers:
+        plain_names[offset] = name
+    return name, end_offset
 
 
-def _rdata_text(message: bytes, rtype: int, start: int, length: int) -> str:
+def _rdata_text(
+    message: bytes, rtype: int, start: int, length: int, plain_names: dict[int, str]
+) -> str:
     rdata = message[start : start + length]
     if rtype == 1 and length == 4:
         return socket.inet_ntop(socket.AF_INET, rdata)
     if rtype == 28 and length == 16:
         return socket.inet_ntop(socket.AF_INET6, rdata)
     if rtype in (2, 5, 12):  # NS, CNAME, PTR: a (possibly compressed) name
-        return read_name(message, start)[0]
+        return read_name(message, start, plain_names)[0]
     if rtype == 15 and length >= 3:  # MX: preference, exchange
-        return f"{struct.unpack_from('!H', rdata)[0]} {read_name(message, start + 2)[0]}"
+        exchange = read_name(message, start + 2, plain_names)[0]
+        return f"{struct.unpack_from('!H', rdata)[0]} {exchange}"
     if rtype == 16:  # TXT: character strings
         parts: list[str] = []
         position = 0
@@ -136,8 +154,9 @@ def parse_dns(message: bytes) -> ParsedDNS:
     offset = 12
     query_name = ""
     query_type = ""
+    plain_names: dict[int, str] = {}
     for index in range(qdcount):
-        name, offset = read_name(message, offset)
+        name, offset = read_name(message, offset, plain_names)
         if offset + 4 > len(message):
             raise DNSParseError("truncated question")
         qtype, _qclass = _question_tail(message, offset)
@@ -146,7 +165,7 @@ def parse_dns(message: bytes) -> ParsedDNS:
             query_name, query_type = name, type_name(qtype)
     answers: list[DNSAnswer] = []
     for _ in range(min(ancount, MAX_ANSWERS)):
-        name, offset = read_name(message, offset)
+        name, offset = read_name(message, offset, plain_names)
         if offset + 10 > len(message):
             raise DNSParseError("truncated resource record")
         rtype, _rclass, ttl, rdlength = _record_tail(message, offset)
@@ -157,7 +176,7 @@ def parse_dns(message: bytes) -> ParsedDNS:
             DNSAnswer(
                 name=name,
                 rtype=type_name(rtype),
-                data=_rdata_text(message, rtype, offset, rdlength),
+                data=_rdata_text(message, rtype, offset, rdlength, plain_names),
                 ttl=ttl,
             )
         )
