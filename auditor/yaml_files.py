@@ -11,6 +11,9 @@ user's cache directory and uses it while the file's content is unchanged:
   equal (dates, sets, tuples, non-string keys or NaN are not: such a file is always parsed);
 - the cache is used only in a directory of the user's own that no one else can write to; a
   missing, unwritable, corrupt or half-written cache works as an empty one: the file is parsed.
+
+The key is the text, not the PyYAML release: its safe loading of a given text is stable (and
+the same with or without libyaml); ``CACHE_FORMAT`` changes when this module's reading does.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-CACHE_FORMAT = 1  # bump when an entry's layout or what it is parsed with changes
+CACHE_FORMAT = 1  # bump when an entry's layout or how a file is read changes
 _MISS = object()
 
 
