@@ -9,6 +9,7 @@ import pytest
 
 from auditor.enrich.geo import (
     NOT_ROUTABLE,
+    AnycastRanges,
     GeoDatabaseError,
     GeoLookup,
     MaxMindGeoLookup,
@@ -44,13 +45,46 @@ def test_packaged_database_knows_public_addresses(
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.1.1", "100.64.0.1", "::1",
-     "fe80::1", "fd00::1", "not an address", ""],
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "172.16.5.5",
+        "169.254.1.1",
+        "100.64.0.1",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "not an address",
+        "",
+    ],
 )
 def test_non_global_and_garbage_addresses_are_not_routable(
     packaged: PackagedGeoLookup, address: str
 ) -> None:
     assert packaged.lookup(address) is NOT_ROUTABLE
+
+
+def test_anycast_ranges_match_as_ipaddress_containment() -> None:
+    networks = load_signatures().anycast_networks
+    ranges = AnycastRanges(networks)
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+        ipaddress.ip_address("::ffff:104.16.0.1"),  # an IPv4 range's bits, but IPv6
+        ipaddress.ip_address("::1"),
+    ]
+    for entry in networks:
+        first, last = entry.network.network_address, entry.network.broadcast_address
+        addresses += [first, last, first - 1, last + 1]
+    for address in addresses:
+        expected = next(
+            (
+                e.operator
+                for e in networks
+                if e.network.version == address.version and address in e.network
+            ),
+            None,
+        )
+        assert ranges.operator_for(address) == expected, address
 
 
 def test_anycast_flag_comes_from_signatures(packaged: PackagedGeoLookup) -> None:
@@ -107,8 +141,9 @@ def _write_mmdb(path: Path, database_type: str, networks: dict[str, dict[str, ob
         "mmdb_writer", reason="mmdb-writer (test extra) is needed to build a tiny .mmdb"
     )
     netaddr = pytest.importorskip("netaddr", reason="netaddr (test extra) is needed by mmdb-writer")
-    writer = writer_module.MMDBWriter(ip_version=6, database_type=database_type,
-                                      ipv4_compatible=True)
+    writer = writer_module.MMDBWriter(
+        ip_version=6, database_type=database_type, ipv4_compatible=True
+    )
     for cidr, record in networks.items():
         writer.insert_network(netaddr.IPSet([cidr]), record)
     writer.to_db_file(str(path))
@@ -117,10 +152,14 @@ def _write_mmdb(path: Path, database_type: str, networks: dict[str, dict[str, ob
 def test_country_mmdb_is_read(tmp_path: Path) -> None:
     db = tmp_path / "country.mmdb"
     # public blocks with made-up countries: the answer must come from this file, not iptocc
-    _write_mmdb(db, "GeoLite2-Country", {
-        "81.2.69.0/24": {"country": {"iso_code": "FR"}},
-        "2a00:1450::/32": {"registered_country": {"iso_code": "de"}},
-    })
+    _write_mmdb(
+        db,
+        "GeoLite2-Country",
+        {
+            "81.2.69.0/24": {"country": {"iso_code": "FR"}},
+            "2a00:1450::/32": {"registered_country": {"iso_code": "de"}},
+        },
+    )
     anycast = [AnycastNetwork(ipaddress.ip_network("81.2.69.128/25"), "Test CDN", "test")]
     geo = MaxMindGeoLookup(db, anycast)
     assert geo.name == "maxmind:GeoLite2-Country"
@@ -137,10 +176,16 @@ def test_country_mmdb_is_read(tmp_path: Path) -> None:
 
 def test_asn_mmdb_is_read(tmp_path: Path) -> None:
     db = tmp_path / "asn.mmdb"
-    _write_mmdb(db, "GeoLite2-ASN", {
-        "9.9.9.0/24": {"autonomous_system_number": 64500,
-                       "autonomous_system_organization": "Example Transit"},
-    })
+    _write_mmdb(
+        db,
+        "GeoLite2-ASN",
+        {
+            "9.9.9.0/24": {
+                "autonomous_system_number": 64500,
+                "autonomous_system_organization": "Example Transit",
+            },
+        },
+    )
     geo = open_geo(str(db), None)
     info = geo.lookup("9.9.9.9")
     assert (info.asn, info.as_org, info.country) == (64500, "Example Transit", None)
