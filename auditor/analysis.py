@@ -21,7 +21,11 @@ if TYPE_CHECKING:
     from auditor.capture import CaptureStats
 
 ENGINES = ("fast", "tshark")
-SYNC_INTERVAL_SECONDS = 1.0  # how often ``sync_findings`` sees the merged findings (wall time)
+# How often (wall time) ``sync_findings`` sees the merged findings during a run, so that a long
+# analysis shows its findings in the store as it goes and a crash loses at most this much of
+# it. Each sync rewrites every finding that grew since the previous one: a run of a few
+# seconds (most captures) writes them once, at the end.
+SYNC_INTERVAL_SECONDS = 5.0
 
 
 @dataclass
@@ -68,9 +72,9 @@ def analyse_captures(
 ) -> OfflineResult:
     """Analyse capture files in order, as one stream of traffic (DNS in one file names the next).
 
-    ``sync_findings`` (e.g. ``FindingsRecorder.sync``) is handed every merged finding about once
-    a second and at the end (also after an interruption): cheaper than ``on_finding``'s call
-    per occurrence when only the running totals matter.
+    ``sync_findings`` (e.g. ``FindingsRecorder.sync``) is handed every merged finding every
+    ``SYNC_INTERVAL_SECONDS`` and at the end (also after an interruption): cheaper than
+    ``on_finding``'s call per occurrence when only the running totals matter.
     A file that cannot be read is reported in ``captures`` with its error; the others go on.
     """
     from auditor.capture import CaptureError, CaptureStats
