@@ -20,7 +20,7 @@ from auditor.capture import CaptureStats, engine
 from auditor.capture.engine import read_observations
 from auditor.capture.packets import Packet, decode
 from auditor.capture.reader import Capture, open_capture
-from auditor.model import Observation
+from auditor.model import Connection, Observation
 from tests.capture_helpers import (
     dns_query_bytes,
     dns_response_bytes,
@@ -334,3 +334,43 @@ def test_c_decoder_reads_frames_as_packets_decode(generated: Path) -> None:
         packet = engine._fastpath.decode(frame)
         assert packet is not None and type(packet) is Packet, f"bench frame {index}"
         assert _fields(packet) == _fields(decode(1, frame, Counter())), f"bench frame {index}"
+
+
+def test_syn_ack_and_first_fin_done_in_c_unless_the_sweep_is_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """walk does itself what the per-packet path does with a SYN+ACK or a FIN that does not end
+    its flow, but not once the idle sweep is due (the per-packet path sweeps first: here it
+    ends the idle flows, and their late SYN+ACK and FIN meet tombstones)."""
+    start = 1_700_000_000.0
+    hello = b"\x16\x03\x01\x00\x05hello"
+    early = tcp_session(("10.1.0.1", 40000), ("192.0.2.10", 443), [hello], [hello], start=start)
+    idle = tcp_session(
+        ("10.1.0.2", 40001), ("192.0.2.10", 443), [hello], [hello], start=start + 0.1
+    )
+    late_fin = [(start + 10.5, raw) for _ts, raw in idle[-3:-1]]  # both FINs, 10 s later
+    frames = [
+        *early,
+        *idle[:-3],
+        (start + 0.5, tcp_packet("10.1.0.3", "192.0.2.10", 40002, 443, 1, "S")),
+        (start + 10.0, tcp_packet("192.0.2.10", "10.1.0.3", 443, 40002, 9, "SA", ack=2)),
+        *late_fin,
+    ]
+    path = write_pcap(tmp_path / "late.pcap", [(ts, ether(raw)) for ts, raw in frames])
+    per_packet_path_calls = {True: 0, False: 0}
+    decoded = engine._Engine.decoded
+    native = True
+
+    def counting(self: engine._Engine, ts: float, packet: Packet) -> None:
+        per_packet_path_calls[native] += 1
+        decoded(self, ts, packet)
+
+    monkeypatch.setattr(engine._Engine, "decoded", counting)
+    for native in (True, False):
+        list(read_observations(path, CaptureStats(), native=native, tcp_idle_timeout=3.0))
+    # Before the sweep C did two SYN+ACKs and the early flow's first FIN; after it, nothing.
+    assert per_packet_path_calls[False] - per_packet_path_calls[True] == 3
+    observations = _assert_same(path, tcp_idle_timeout=3.0)
+    ended = [(o.flow.src_port, o.last_seen) for o in observations if isinstance(o, Connection)]
+    # The sweep at +10 s ended the idle flows before their late packets (which start new ones).
+    assert [port for port, last_seen in ended if last_seen < start + 1] == [40000, 40001, 40002]

@@ -5,7 +5,7 @@
  * takes them on an inlined fast path in Python; walk() below is the same loop, record for
  * record and rule for rule, so that the engine only runs Python for the packets that need it.
  *
- *   walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest)
+ *   walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest, next_sweep)
  *       -> (pos, slow, ts, packets, captured, newest, went_back, packet)
  *
  * reads the pcap records of buf from offset pos. Bulk packets of known flows are counted on
@@ -27,6 +27,12 @@
  * 802.1Q tag, IPv4 with a 20-byte header that is not a fragment, or IPv6 without extension
  * headers (caplen >= 74); TCP without SYN/FIN/RST on a known direction that no longer collects
  * bytes, or a pure ACK; UDP on a known direction that no longer collects.
+ *
+ * Beyond that rule, walk also does itself what the per-packet path would do with a SYN+ACK or
+ * a FIN without data on a known direction when the flow does not end with it (tcp_control),
+ * as long as the packet's timestamp is before next_sweep (engine._Engine.next_sweep: from then
+ * on the per-packet path runs the idle sweep before the packet, so it must see it). The Python
+ * loops leave those packets to the per-packet path: same results, which the tests compare.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -36,6 +42,7 @@
 #include <structmember.h>
 
 static PyObject *name_packets, *name_bytes, *name_last_seen, *name_collecting;
+static PyObject *name_flow, *name_closed, *name_client, *name_server, *name_fin, *name_next_seq;
 
 /* Where Direction keeps the four attributes: it declares __slots__, so each is a pointer at a
  * fixed offset in the object, read and written directly instead of through getattr/setattr
@@ -199,15 +206,87 @@ static int count(PyObject *direction, long long payload, double ts)
     return put(direction, name_last_seen, slots.last_seen, PyFloat_FromDouble(ts));
 }
 
-/* One TCP packet: counted (1), for the slow path (0), error (-1). key: 12 or 36 bytes. */
+/* obj.<name> as 1/0 (its truth), -1 on error. */
+static int truth_of(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    int result = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return result;
+}
+
+/* A SYN+ACK, or a FIN, without data on a known direction: what engine._Engine._tcp does with
+ * it, unless the flow ends (the other side's FIN came already): 1 done, 0 for the slow path, -1
+ * error. On an ended flow (a tombstone) it is absorbed; otherwise counted, and a SYN+ACK starts
+ * the direction's sequence numbers (Direction.start), a FIN sets its fin. Rare enough (two
+ * packets per connection) for getattr/setattr. */
+static int tcp_control(PyObject *direction, const unsigned char *segment, long long payload,
+                       double ts)
+{
+    int flags = segment[13];
+    PyObject *flow = PyObject_GetAttr(direction, name_flow);
+    if (flow == NULL)
+        return -1;
+    int result = truth_of(flow, name_closed);
+    if (result != 0) {
+        Py_DECREF(flow);
+        return result < 0 ? -1 : 1;
+    }
+    if (flags & 0x02) { /* SYN+ACK */
+        PyObject *next_seq = PyObject_GetAttr(direction, name_next_seq);
+        result = next_seq == NULL ? -1 : 0;
+        if (next_seq == Py_None) {
+            /* The SYN takes one sequence number. */
+            PyObject *start = PyLong_FromUnsignedLong(read_u32(segment + 4, 0) + 1u);
+            result = start == NULL ? -1 : PyObject_SetAttr(direction, name_next_seq, start);
+            Py_XDECREF(start);
+        }
+        Py_XDECREF(next_seq);
+    }
+    else { /* FIN */
+        PyObject *client = PyObject_GetAttr(flow, name_client);
+        PyObject *other = NULL;
+        if (client == direction)
+            other = PyObject_GetAttr(flow, name_server);
+        else if (client != NULL) {
+            other = client;
+            Py_INCREF(other);
+        }
+        result = other == NULL ? -1 : truth_of(other, name_fin);
+        Py_XDECREF(client);
+        Py_XDECREF(other);
+        if (result == 0)
+            result = PyObject_SetAttr(direction, name_fin, Py_True);
+        else if (result > 0)
+            result = 2; /* both sides sent a FIN: the flow ends, in Python */
+    }
+    Py_DECREF(flow);
+    if (result != 0)
+        return result < 0 ? -1 : 0;
+    return count(direction, payload, ts) < 0 ? -1 : 1;
+}
+
+/* One TCP packet: counted or otherwise done (1), for the slow path (0), error (-1). key: 12 or
+ * 36 bytes; segment: the TCP header; payload: the IP payload length; whole: the captured bytes
+ * hold the 20-byte TCP header (else packets.decode skips the packet: it must see it). */
 static int tcp_packet(PyObject *tcp, const unsigned char *key, Py_ssize_t key_size,
-                      int flags, long long payload, int header_bytes, double ts)
+                      const unsigned char *segment, long long payload, int whole, double ts,
+                      double next_sweep)
 {
     PyObject *direction = lookup(tcp, key, key_size);
     if (direction == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (flags & 7) /* FIN, SYN or RST */
+    int flags = segment[13], header_bytes = (segment[12] >> 4) * 4;
+    if (flags & 7) { /* FIN, SYN or RST */
+        int syn_ack = (flags & 0x17) == 0x12, fin = (flags & 0x07) == 0x01;
+        /* The slow path runs the idle sweep first when it is due: those packets go there. */
+        if ((syn_ack || fin) && payload == header_bytes && header_bytes >= 20 && whole
+            && ts < next_sweep)
+            return tcp_control(direction, segment, payload, ts);
         return 0;
+    }
     if (payload != header_bytes) { /* not a pure ACK: only a direction done collecting */
         int still = collecting(direction);
         if (still != 0)
@@ -231,7 +310,7 @@ static int udp_packet(PyObject *udp, const unsigned char *key, Py_ssize_t key_si
 
 /* The fast path for one Ethernet frame of caplen >= 54 bytes: 1 counted, 0 slow, -1 error. */
 static int ethernet_frame(const unsigned char *f, Py_ssize_t caplen, double ts, PyObject *tcp,
-                          PyObject *udp)
+                          PyObject *udp, double next_sweep)
 {
     Py_ssize_t ip = 0;
     if (f[12] == 0x08 && f[13] == 0x00 && f[14] == 0x45)
@@ -244,7 +323,8 @@ static int ethernet_frame(const unsigned char *f, Py_ssize_t caplen, double ts, 
             return 0; /* a fragment */
         long long payload = (long long)((h[2] << 8) | h[3]) - 20;
         if (h[9] == 6)
-            return tcp_packet(tcp, h + 12, 12, h[33], payload, (h[32] >> 4) * 4, ts);
+            return tcp_packet(tcp, h + 12, 12, h + 20, payload, caplen >= ip + 40, ts,
+                              next_sweep);
         if (h[9] == 17)
             return udp_packet(udp, h + 12, 12, payload, ts);
         return 0;
@@ -253,7 +333,7 @@ static int ethernet_frame(const unsigned char *f, Py_ssize_t caplen, double ts, 
         const unsigned char *h = f + 14;
         long long payload = (long long)((h[4] << 8) | h[5]);
         if (h[6] == 6)
-            return tcp_packet(tcp, h + 8, 36, h[53], payload, (h[52] >> 4) * 4, ts);
+            return tcp_packet(tcp, h + 8, 36, h + 40, payload, 1, ts, next_sweep);
         if (h[6] == 17)
             return udp_packet(udp, h + 8, 36, payload, ts);
     }
@@ -417,10 +497,11 @@ static PyObject *walk(PyObject *self, PyObject *args)
     int little_endian, ethernet;
     double frac_scale;
     PyObject *tcp, *udp;
-    double newest;
+    double newest, next_sweep;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*nppdO!O!d", &view, &pos, &little_endian, &ethernet,
-                          &frac_scale, &PyDict_Type, &tcp, &PyDict_Type, &udp, &newest))
+    if (!PyArg_ParseTuple(args, "y*nppdO!O!dd", &view, &pos, &little_endian, &ethernet,
+                          &frac_scale, &PyDict_Type, &tcp, &PyDict_Type, &udp, &newest,
+                          &next_sweep))
         return NULL;
     const unsigned char *buf = (const unsigned char *)view.buf;
     Py_ssize_t size = view.len;
@@ -449,7 +530,7 @@ static PyObject *walk(PyObject *self, PyObject *args)
         captured += caplen;
         int taken = 0;
         if (ethernet && caplen >= 54)
-            taken = ethernet_frame(header + 16, (Py_ssize_t)caplen, ts, tcp, udp);
+            taken = ethernet_frame(header + 16, (Py_ssize_t)caplen, ts, tcp, udp, next_sweep);
         if (taken < 0) {
             PyBuffer_Release(&view);
             return NULL;
@@ -486,7 +567,7 @@ static PyObject *decode(PyObject *self, PyObject *frame)
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
-     "walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest)"
+     "walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest, next_sweep)"
      " -> (pos, slow, ts, packets, captured, newest, went_back, packet): count bulk packets up"
      " to the next one the per-packet path must see"},
     {"decode", decode, METH_O,
@@ -505,7 +586,14 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     name_bytes = PyUnicode_InternFromString("bytes");
     name_last_seen = PyUnicode_InternFromString("last_seen");
     name_collecting = PyUnicode_InternFromString("collecting");
-    if (!name_packets || !name_bytes || !name_last_seen || !name_collecting)
+    name_flow = PyUnicode_InternFromString("flow");
+    name_closed = PyUnicode_InternFromString("closed");
+    name_client = PyUnicode_InternFromString("client");
+    name_server = PyUnicode_InternFromString("server");
+    name_fin = PyUnicode_InternFromString("fin");
+    name_next_seq = PyUnicode_InternFromString("next_seq");
+    if (!name_packets || !name_bytes || !name_last_seen || !name_collecting || !name_flow
+        || !name_closed || !name_client || !name_server || !name_fin || !name_next_seq)
         return NULL;
     if (learn_packet_type() < 0)
         return NULL;

@@ -21,15 +21,17 @@ they change is their direction's packet and byte counters and its ``last_seen``.
 take a fast path (Ethernet, optionally one 802.1Q tag, + IPv4 without options or IPv6 without
 extension headers, on a known flow that needs no more bytes, or a pure ACK: a dictionary lookup
 and three counter updates). For classic pcap it runs in C (``_fastpath.c``, built by ``pip
-install -e .``), which hands only the other packets to ``_Engine.packet``; without the C
-extension (or with ``native=False``) ``_pcap_loop`` runs the same loop in Python. pcapng takes
-the Python loop ``_record_loop``. Nothing in a packet can raise out of the engine: bad packets
-and streams are counted in ``CaptureStats.skipped``.
+install -e .``), which also does the SYN+ACK and the first FIN of a connection itself and hands
+only the other packets to the per-packet path, decoded (``_Engine.decoded``); without the C
+extension (or with ``native=False``) ``_pcap_loop`` runs the fast path in Python and hands the
+rest to ``_Engine.packet``. pcapng takes the Python loop ``_record_loop``. Nothing in a packet
+can raise out of the engine: bad packets and streams are counted in ``CaptureStats.skipped``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -183,7 +185,15 @@ def _native_pcap_loop(engine: _Engine, capture: Capture) -> Iterator[Observation
             pos = 0
             while True:
                 pos, slow, ts, walked, walked_bytes, newest, went_back, packet = walk(
-                    buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest
+                    buf,
+                    pos,
+                    little_endian,
+                    ethernet,
+                    frac_scale,
+                    tcp,
+                    udp,
+                    newest,
+                    engine.next_sweep,
                 )
                 packets += walked
                 captured += walked_bytes
@@ -465,7 +475,8 @@ class _Engine:
         self.skipped = stats.skipped
         self.table = table
         self.out: list[Observation] = []
-        self.next_sweep: float | None = None
+        # Capture time of the next idle sweep; the first packet sets it (its sweep finds none).
+        self.next_sweep = -math.inf
         self._internal_errors_logged = 0
 
     # -- packets ------------------------------------------------------------------------------
@@ -478,9 +489,7 @@ class _Engine:
 
     def decoded(self, ts: float, packet: Packet) -> None:
         """A packet for the per-packet path, decoded (by ``packet``, or by the C walk)."""
-        if self.next_sweep is None:
-            self.next_sweep = ts + SWEEP_INTERVAL
-        elif ts >= self.next_sweep:
+        if ts >= self.next_sweep:
             self._sweep(ts)
             self.next_sweep = ts + SWEEP_INTERVAL
         if packet.transport == IPPROTO_TCP:
