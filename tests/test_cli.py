@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import shutil
 import struct
@@ -74,16 +75,23 @@ def test_json_output_is_indented_with_a_line_per_host_and_finding() -> None:
 
 
 def test_json_layout_keeps_empty_lists_and_text_exact() -> None:
-    from auditor.outputs.findings import _document_json
+    from auditor.outputs.findings import write_json_document
 
     document = {
         "summary": {"errors": ["line one\nline two", 'é \u2028 "q"'], "none": None},
         "hosts": [],
         "findings": [{"title": "naïve\n{x}", "evidence": {"k": [1, 2.5]}}],
+        "streamed": iter([{"a": 1}, {"b": [2]}]),
+        "empty_stream": iter([]),
     }
-    text = _document_json(document)
-    assert json.loads(text) == document
+    out = io.StringIO()
+    write_json_document(document.items(), out)
+    text = out.getvalue()
+    expected = {**document, "streamed": [{"a": 1}, {"b": [2]}], "empty_stream": []}
+    assert json.loads(text) == expected
     assert '"hosts": [],' in text and "naïve" in text  # readable, not \u-escaped
+    assert '    {"a": 1},\n    {"b": [2]}\n  ],' in text  # an iterator: a line per item
+    assert text.endswith('"empty_stream": []\n}\n')
 
 
 def test_jsonl_csv_and_parquet(tmp_path: Path) -> None:
