@@ -276,3 +276,17 @@ def test_ethernet_ipv4_shortcut_matches_the_general_decoder():
         assert fast_skipped == general_skipped, frame.hex()
         fast_taken += fast is not None
     assert fast_taken > 1000
+
+
+def test_address_texts_are_kept_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packets_module, "_address_texts", {})
+    monkeypatch.setattr(packets_module, "_ADDRESS_TEXTS_MAX", 2)
+    addresses = [bytes([192, 0, 2, n]) for n in (1, 2, 3)] + [bytes(15) + b"\x01"]
+    for _ in range(2):
+        assert [address_text(a) for a in addresses] == [
+            "192.0.2.1",
+            "192.0.2.2",
+            "192.0.2.3",
+            "::1",
+        ]
+        assert len(packets_module._address_texts) <= 2

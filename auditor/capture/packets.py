@@ -123,9 +123,21 @@ class Packet:
         self.key = src + dst + _ports(sport, dport)  # this direction's flow-table key
 
 
+# Address texts by address bytes: the same few clients, resolvers and servers open most flows,
+# and inet_ntop costs ten times a lookup. Emptied when full.
+_address_texts: dict[bytes, str] = {}
+_ADDRESS_TEXTS_MAX = 65536
+
+
 def address_text(raw: bytes) -> str:
     """'192.0.2.1' or '2001:db8::1' from 4 or 16 address bytes."""
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    text = _address_texts.get(raw)
+    if text is None:
+        if len(_address_texts) >= _ADDRESS_TEXTS_MAX:
+            _address_texts.clear()
+        text = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+        _address_texts[raw] = text
+    return text
 
 
 def decode(linktype: int, frame: bytes, skipped: Counter[str]) -> Packet | None:
