@@ -8,9 +8,10 @@ prompt text becomes a short excerpt with secrets inside it masked. ``reveal=True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 # Generic shapes of secrets worth masking in excerpts even when no key format matches:
@@ -27,6 +28,7 @@ _GENERIC_SECRET = re.compile(
 MAX_SECRET_CHARS = 1024
 
 
+@functools.lru_cache(maxsize=4096)  # one key is masked and filed by several detectors
 def fingerprint(secret: str) -> str:
     """A stable, non-reversible id for a secret: the first 12 hex digits of its SHA-256."""
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:12]
@@ -51,44 +53,77 @@ class SecretPattern:
     def of(cls, pattern: re.Pattern[str], keywords: Iterable[str] = ()) -> SecretPattern:
         return cls(pattern, tuple(keyword.casefold() for keyword in keywords))
 
-    def may_occur_in(self, folded_text: str) -> bool:
-        """False when ``folded_text`` (case-folded) cannot hold a match: a substring test is
-        far cheaper than a regex pass that finds nothing."""
-        if not self.keywords:
-            return True
-        # A loop, not any(): a generator costs more than the tests, asked per pattern and text.
-        for keyword in self.keywords:  # noqa: SIM110
-            if keyword in folded_text:
-                return True
-        return False
+
+class SecretPatterns:
+    """Secret patterns in order, with an index of their keywords: which of them may match a
+    text is one substring test per distinct keyword, not a call per pattern (a regex pass
+    that cannot match costs far more than either). Built once per pattern list."""
+
+    __slots__ = ("_always", "_by_keyword", "patterns")
+
+    def __init__(self, patterns: Iterable[SecretPattern]) -> None:
+        self.patterns = tuple(patterns)
+        self._always = tuple(i for i, secret in enumerate(self.patterns) if not secret.keywords)
+        by_keyword: dict[str, list[int]] = {}
+        for index, secret in enumerate(self.patterns):
+            for keyword in secret.keywords:
+                by_keyword.setdefault(keyword, []).append(index)
+        self._by_keyword = {keyword: tuple(found) for keyword, found in by_keyword.items()}
+
+    def __len__(self) -> int:
+        return len(self.patterns)
+
+    def __iter__(self) -> Iterator[SecretPattern]:
+        return iter(self.patterns)
+
+    def may_occur_in(self, folded_text: str) -> Sequence[int]:
+        """Indexes, in order, of the patterns that can match a text whose case-folded form is
+        ``folded_text``: those without keywords and those with a keyword in it."""
+        present = [keyword for keyword in self._by_keyword if keyword in folded_text]
+        if not present:
+            return self._always
+        indexes = set(self._always)
+        for keyword in present:
+            indexes.update(self._by_keyword[keyword])
+        return sorted(indexes)
 
 
-_GENERIC_SECRET_PATTERN = SecretPattern(_GENERIC_SECRET)
+NO_PATTERNS = SecretPatterns(())
 
 
 def _masked(match: re.Match[str]) -> str:
     return mask_secret(match.group(0))
 
 
-def mask_in_text(text: str, patterns: Iterable[SecretPattern] = ()) -> str:
+@functools.lru_cache(maxsize=8)  # one list of key patterns per signature set in use
+def _with_generic(patterns: SecretPatterns) -> SecretPatterns:
+    """``patterns``, then the generic secret shapes."""
+    return SecretPatterns((*patterns, SecretPattern(_GENERIC_SECRET)))
+
+
+def mask_in_text(text: str, patterns: SecretPatterns = NO_PATTERNS) -> str:
     """``text`` with every match of ``patterns`` (and generic secret shapes) masked, in order."""
+    patterns = _with_generic(patterns)
     # casefold, not lower: re.IGNORECASE also equates "ſ" with "s" and the Kelvin sign with "k",
     # which casefold maps too, so a (?i) match's keyword is still found in the folded text.
-    folded = text.casefold()
-    for secret in (*patterns, _GENERIC_SECRET_PATTERN):
-        if not secret.may_occur_in(folded):
-            continue
-        text, masked = secret.pattern.subn(_masked, text)
-        if masked:  # the masks are text the next patterns see
-            folded = text.casefold()
-    return text
+    first = 0  # patterns before this one have run
+    while True:
+        for index in patterns.may_occur_in(text.casefold()):
+            if index < first:
+                continue
+            text, masked = patterns.patterns[index].pattern.subn(_masked, text)
+            if masked:  # the masks are text the next patterns see: ask the keywords again
+                first = index + 1
+                break
+        else:
+            return text
 
 
 def excerpt(
     text: str,
     limit: int = 80,
     reveal: bool = False,
-    patterns: Iterable[SecretPattern] = (),
+    patterns: SecretPatterns = NO_PATTERNS,
 ) -> str:
     """A short, secret-masked excerpt of ``text`` (the whole text when ``reveal``)."""
     if reveal:

@@ -17,7 +17,7 @@ from auditor.detectors.plaintext_llm import (
 from auditor.llm import recognise
 from auditor.model import HTTPRequest, LLMCall, Severity
 from auditor.policy import Policy
-from auditor.redact import SecretPattern, excerpt, fingerprint, text_digest
+from auditor.redact import SecretPattern, SecretPatterns, excerpt, fingerprint, text_digest
 from auditor.signatures import KeyFormat, load_signatures
 
 SECRET_PROMPT = (
@@ -138,7 +138,7 @@ HYPOTHESIS = settings(
 @pytest.mark.parametrize("key_format", KEY_FORMATS, ids=[k.id for k in KEY_FORMATS])
 def test_keyword_prefilter_changes_neither_masking_nor_key_matching(key_format: KeyFormat) -> None:
     with_keywords = key_patterns(SHIPPED)
-    every_regex = [SecretPattern(p.pattern) for p in with_keywords]
+    every_regex = SecretPatterns(SecretPattern(p.pattern) for p in with_keywords)
 
     @HYPOTHESIS
     @given(st.from_regex(key_format.regex), st.text(max_size=40), st.text(max_size=40))

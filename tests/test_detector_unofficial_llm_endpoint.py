@@ -85,7 +85,7 @@ def test_shipped_providers_make_zhipu_anthropic_shape_official() -> None:
 
 
 def test_documentation_addresses_count_as_internet_hosts_not_internal() -> None:
-    from auditor.detectors.unofficial_llm_endpoint import address_scope
+    from auditor.detectors.addresses import address_scope, is_loopback
 
     assert address_scope("192.0.2.80") == "public"  # RFC 5737: example Internet host
     assert address_scope("2001:db8::1") == "public"
@@ -93,6 +93,8 @@ def test_documentation_addresses_count_as_internet_hosts_not_internal() -> None:
     assert address_scope("100.64.0.9") == "private"
     assert address_scope("fd00::5") == "private"
     assert address_scope("127.0.0.1") == "loopback"
+    assert is_loopback("::1") and is_loopback("127.0.0.2")
+    assert not is_loopback("10.1.2.3") and not is_loopback("not-an-address")
 
 
 def test_official_endpoints_are_those_of_the_signature_set_asked() -> None:

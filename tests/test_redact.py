@@ -3,7 +3,14 @@ from __future__ import annotations
 import re
 import secrets
 
-from auditor.redact import SecretPattern, excerpt, fingerprint, mask_in_text, mask_secret
+from auditor.redact import (
+    SecretPattern,
+    SecretPatterns,
+    excerpt,
+    fingerprint,
+    mask_in_text,
+    mask_secret,
+)
 
 
 def fake_key() -> str:
@@ -42,13 +49,28 @@ def test_excerpt_of_a_long_prompt_masks_a_key_that_crosses_the_cut() -> None:
 def test_a_pattern_runs_only_when_one_of_its_keywords_is_in_the_text() -> None:
     secret = SecretPattern.of(re.compile(r"secret\d+"), ["MARKER"])
     assert secret.keywords == ("marker",)
-    assert mask_in_text("secret42", [secret]) == "secret42"  # no keyword: not run
-    assert "secret42" not in mask_in_text("Marker secret42", [secret])
-    assert "secret42" not in mask_in_text("secret42", [SecretPattern(secret.pattern)])
+    only = SecretPatterns([secret])
+    assert mask_in_text("secret42", only) == "secret42"  # no keyword: not run
+    assert "secret42" not in mask_in_text("Marker secret42", only)
+    every_regex = SecretPatterns([SecretPattern(secret.pattern)])
+    assert "secret42" not in mask_in_text("secret42", every_regex)
 
 
 def test_masks_of_one_pattern_are_seen_by_the_next() -> None:
     # The first mask brings the second pattern's keyword into the text.
     first = SecretPattern.of(re.compile(r"key-\d{20}"), ["key-"])
     second = SecretPattern.of(re.compile(r"…\(24 chars"), ["24 chars"])
-    assert mask_in_text("key-" + "1" * 20, [first, second]).startswith("key-…(10 chars")
+    both = SecretPatterns([first, second])
+    assert mask_in_text("key-" + "1" * 20, both).startswith("key-…(10 chars")
+
+
+def test_patterns_that_may_occur_are_those_without_keywords_or_with_one_present() -> None:
+    always = SecretPattern(re.compile(r"\d{6}"))
+    prefixed = SecretPattern.of(re.compile(r"ab-\w+"), ["AB-"])
+    either = SecretPattern.of(re.compile(r"(?:ab|cd)_\w+"), ["ab_", "cd_"])
+    also_ab = SecretPattern.of(re.compile(r"ab-\d+"), ["ab-"])
+    patterns = SecretPatterns([always, prefixed, either, also_ab])
+    assert list(patterns) == [always, prefixed, either, also_ab]
+    assert list(patterns.may_occur_in("nothing here")) == [0]
+    assert list(patterns.may_occur_in("x cd_1 ab-2")) == [0, 1, 2, 3]
+    assert list(patterns.may_occur_in("cd_1 and ab_2")) == [0, 2]

@@ -30,9 +30,10 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+from auditor.detectors.addresses import is_loopback
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import identify
-from auditor.detectors.plaintext_llm import is_loopback, matching_key_format
+from auditor.detectors.plaintext_llm import matching_key_format
 from auditor.llm import find_credential, recognise, split_target
 from auditor.model import Finding, HTTPRequest, LLMCall, Observation, Severity, finding_for
 from auditor.redact import fingerprint, mask_secret

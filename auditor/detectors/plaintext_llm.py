@@ -17,32 +17,27 @@
 from __future__ import annotations
 
 import functools
-import ipaddress
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+from auditor.detectors.addresses import is_loopback
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.llm import credential_value, recognise, split_target
 from auditor.model import Finding, HTTPRequest, LLMCall, Observation, Severity, finding_for
-from auditor.redact import SecretPattern, excerpt, fingerprint, mask_secret, text_digest
+from auditor.redact import (
+    SecretPattern,
+    SecretPatterns,
+    excerpt,
+    fingerprint,
+    mask_secret,
+    text_digest,
+)
 from auditor.signatures import KeyFormat, Signatures
 
 # Headers of a non-LLM request checked for keys, besides those the API shapes name: the two
 # that carry keys for most HTTP APIs. A value there is reported only if a key format matches,
 # so an ordinary session token in Authorization is not called an AI key.
 GENERIC_KEY_HEADERS = ("authorization", "x-api-key")
-
-
-# Distinct addresses remembered by the address checks: parsing costs more than the check.
-ADDRESS_CACHE_SIZE = 65536
-
-
-@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def matching_key_format(value: str, signatures: Signatures) -> KeyFormat | None:
@@ -52,17 +47,17 @@ def matching_key_format(value: str, signatures: Signatures) -> KeyFormat | None:
 
 @functools.lru_cache(maxsize=4096)
 def _matching_key_format(value: str, signatures: Signatures) -> KeyFormat | None:
-    folded = value.casefold()
-    for key_format, secret in zip(signatures.key_formats, key_patterns(signatures), strict=True):
-        if secret.may_occur_in(folded) and secret.pattern.search(value):
-            return key_format
+    patterns = key_patterns(signatures)
+    for index in patterns.may_occur_in(value.casefold()):
+        if patterns.patterns[index].pattern.search(value):
+            return signatures.key_formats[index]
     return None
 
 
 @functools.lru_cache(maxsize=4)
-def key_patterns(signatures: Signatures) -> tuple[SecretPattern, ...]:
+def key_patterns(signatures: Signatures) -> SecretPatterns:
     """The key formats (with their keywords) as patterns to mask, built once per signature set."""
-    return tuple(SecretPattern.of(k.pattern, k.keywords) for k in signatures.key_formats)
+    return SecretPatterns(SecretPattern.of(k.pattern, k.keywords) for k in signatures.key_formats)
 
 
 class PlaintextLLMDetector(Detector):

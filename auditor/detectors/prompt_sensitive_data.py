@@ -30,12 +30,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from auditor.detectors.addresses import is_loopback
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import identify
-from auditor.detectors.plaintext_llm import is_loopback
 from auditor.llm.validators import VALIDATORS
 from auditor.model import Finding, LLMCall, Observation, Severity, finding_for
-from auditor.redact import SecretPattern
+from auditor.redact import SecretPattern, SecretPatterns
 from auditor.signatures import Signatures, normalise_host
 
 # Masked samples kept per type in the evidence: enough to find the item in the source, not to
@@ -61,14 +61,19 @@ class SensitiveMatcher:
     validator: str
 
 
-_matcher_cache: dict[int, tuple[Signatures, list[SensitiveMatcher]]] = {}
+_matcher_cache: dict[int, tuple[Signatures, list[SensitiveMatcher], SecretPatterns]] = {}
 
 
 def matchers_for(signatures: Signatures) -> list[SensitiveMatcher]:
     """The compiled patterns of one signature set, built once per set."""
+    return _compiled_matchers(signatures)[0]
+
+
+def _compiled_matchers(signatures: Signatures) -> tuple[list[SensitiveMatcher], SecretPatterns]:
+    """``matchers_for``, and their patterns with the index of their keywords."""
     cached = _matcher_cache.get(id(signatures))
     if cached is not None and cached[0] is signatures:
-        return cached[1]
+        return cached[1], cached[2]
     matchers = [
         SensitiveMatcher(
             entry.id, entry.category, Severity.parse(entry.severity),
@@ -82,9 +87,10 @@ def matchers_for(signatures: Signatures) -> list[SensitiveMatcher]:
         for key_format in signatures.key_formats
         if key_format.provider != GENERIC_KEY_PROVIDER
     ]  # fmt: skip
+    patterns = SecretPatterns(matcher.secret for matcher in matchers)
     _matcher_cache.clear()  # one signature set at a time
-    _matcher_cache[id(signatures)] = (signatures, matchers)
-    return matchers
+    _matcher_cache[id(signatures)] = (signatures, matchers, patterns)
+    return matchers, patterns
 
 
 def mask_value(type_id: str, value: str) -> str:
@@ -111,18 +117,18 @@ def scan_prompt(
 
     ``prefilter=False`` runs every regex whatever the keywords say (the tests compare both)."""
     found: dict[str, PromptScan] = {}
-    # casefold, not lower: re.IGNORECASE also equates "ſ" with "s" and the Kelvin sign with
-    # "k", which casefold maps too, so a (?i) match's keyword is still found in the folded text.
-    folded_text = text.casefold() if prefilter else ""
+    matchers, patterns = _compiled_matchers(signatures)
+    # Most regexes need a literal (a key prefix, "@", "://"): substring tests over the folded
+    # prompt are far cheaper than regex passes that cannot match. casefold, not lower:
+    # re.IGNORECASE also equates "ſ" with "s" and the Kelvin sign with "k", which casefold maps
+    # too, so a (?i) match's keyword is still found in the folded text.
+    to_run = patterns.may_occur_in(text.casefold()) if prefilter else range(len(matchers))
     # Text already counted: a phone number inside an international one, the password part of
     # a connection string read as an e-mail address, are the same item, counted once (entries
     # earlier in the file win).
     claimed: list[tuple[int, int]] = []
-    for matcher in matchers_for(signatures):
-        # Most regexes need a literal (a key prefix, "@", "://"): a substring test over the
-        # folded prompt is far cheaper than a regex pass that cannot match.
-        if prefilter and not matcher.secret.may_occur_in(folded_text):
-            continue
+    for index in to_run:
+        matcher = matchers[index]
         check = VALIDATORS[matcher.validator]
         for match in matcher.secret.pattern.finditer(text):
             # Key formats with a capture group mark the key itself; the rest the whole match.

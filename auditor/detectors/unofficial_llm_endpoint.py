@@ -21,43 +21,18 @@ Severity (kind ``unofficial-llm-endpoint``):
 from __future__ import annotations
 
 import functools
-import ipaddress
 from collections.abc import Iterable
 from typing import ClassVar
 
+from auditor.detectors.addresses import address_scope
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import identify
-from auditor.detectors.plaintext_llm import ADDRESS_CACHE_SIZE
 from auditor.detectors.relay_domain import AGGREGATOR_CATEGORY
 from auditor.model import Finding, LLMCall, Observation, Severity, finding_for
 from auditor.signatures import Signatures, normalise_host
 
 # How many official hosts for the family to list in evidence (enough to show what was expected).
 MAX_OFFICIAL_HOSTS_IN_EVIDENCE = 10
-
-
-# Networks an organisation's own servers live in. Not ``ipaddress.is_private``: that also covers
-# the RFC 5737/3849 documentation ranges, which stand for Internet hosts in examples and samples.
-INTERNAL_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
-)
-
-
-@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
-def address_scope(address: str) -> str:
-    """"loopback", "private" or "public" for an address; "public" for anything unparsable."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return "public"
-    if parsed.is_loopback:
-        return "loopback"
-    if parsed.is_link_local or any(
-        parsed.version == net.version and parsed in net for net in INTERNAL_NETWORKS
-    ):
-        return "private"
-    return "public"
 
 
 @functools.lru_cache(maxsize=16)  # a few API families per signature set
