@@ -12,12 +12,13 @@ Memory does not grow with the capture: ended flows leave a small tombstone (so t
 not start a new flow) that the idle sweep removes, idle flows are swept in capture time, and the
 table holds at most ``max_flows`` flows (the oldest are ended early when it is full).
 
-The idle sweep does not visit every flow: a heap of timers says, for each flow, from when it may
-be idle for too long (its last packet so far + its timeout). As long as capture time never goes
-back, a flow's last packet only gets later, so a flow whose timer is in the future cannot be due
-and is skipped; the sweep looks only at the flows whose timer has come. The packet loops report
-a timestamp earlier than one before it (``time_went_back``); the timers are then rebuilt from
-every flow at the next sweep, which gives the same flows as looking at all of them.
+The idle sweep does not visit every flow: a timer says, for each flow, from when it may be idle
+for too long (its last packet so far + its timeout); timers are kept in buckets of
+``TIMER_BUCKET`` capture seconds. As long as capture time never goes back, a flow's last packet
+only gets later, so a flow whose timer's bucket is still ahead cannot be due; the sweep looks
+only at the flows of the buckets reached. The packet loops report a timestamp earlier than one
+before it (``time_went_back``); the timers are then rebuilt from every flow at the next sweep,
+which gives the same flows as looking at all of them.
 
 A capture holds thousands of flows at once, most of which never buffer anything: per-flow lists
 (segment times, a flow's HTTP and DNS messages) are created on first use, so an idle flow costs
@@ -25,8 +26,6 @@ three objects the garbage collector has to walk, not seven.
 """
 
 from __future__ import annotations
-
-from heapq import heapify, heappop, heappush
 
 from auditor.capture.packets import IPPROTO_TCP, TCP_ACK, TCP_SYN, Packet, address_text
 from auditor.model import FlowTuple
@@ -51,7 +50,9 @@ EPHEMERAL_PORT_START = 49152
 # Idle timers are set this many seconds early: ``last_seen + timeout`` is rounded, the idle test
 # ``now - last_seen >= timeout`` is rounded differently, and a timer must never be late.
 TIMER_SLACK = 1.0
-# Timers of removed flows are dropped lazily; past this many per flow the heap is rebuilt.
+# Capture seconds of timers per bucket: the idle sweep's interval (engine.SWEEP_INTERVAL).
+TIMER_BUCKET = 5.0
+# Timers of removed flows are dropped lazily; past this many per flow they are rebuilt.
 MAX_TIMERS_PER_FLOW = 4
 
 # Out-of-order segments held per direction while waiting for a gap to fill.
@@ -320,7 +321,8 @@ class FlowTable:
         self.udp_idle_timeout = udp_idle_timeout
         self._next_id = 0
         # (capture time from which the flow may be idle too long, flow id): see the module doc.
-        self._timers: list[tuple[float, int]] = []
+        self._timers: dict[int, list[int]] = {}  # flow ids by their timer's bucket
+        self._timer_count = 0
         self._timers_valid = True
 
     def __len__(self) -> int:
@@ -363,7 +365,7 @@ class FlowTable:
         table[keys[0]] = flow.client
         table[keys[1]] = flow.server
         self.flows[flow.id] = flow
-        heappush(self._timers, (ts + self._idle_limit(flow) - TIMER_SLACK, flow.id))
+        self._set_timer(ts + self._idle_limit(flow), flow.id)
         return flow.client if sender_is_client else flow.server
 
     def remove(self, flow: Flow) -> None:
@@ -383,7 +385,7 @@ class FlowTable:
     def close(self, flow: Flow) -> None:
         """The flow is ended and reported: it stays as a tombstone for ``CLOSED_LINGER``."""
         flow.closed = True
-        heappush(self._timers, (flow.last_seen + CLOSED_LINGER - TIMER_SLACK, flow.id))
+        self._set_timer(flow.last_seen + CLOSED_LINGER, flow.id)
 
     def time_went_back(self) -> None:
         """A packet is older than one before it: a last_seen may have gone back, so the idle
@@ -392,29 +394,32 @@ class FlowTable:
 
     def sweep(self, now: float) -> list[Flow]:
         """Flows to end now, oldest first: idle too long (tombstones past their linger are
-        just dropped). Only the flows whose timer has come are looked at."""
-        if not self._timers_valid or len(self._timers) > MAX_TIMERS_PER_FLOW * max(len(self), 16):
+        just dropped). Only the flows whose timer's bucket has come are looked at."""
+        if not self._timers_valid or self._timer_count > MAX_TIMERS_PER_FLOW * max(len(self), 16):
             self._rebuild_timers()
-        timers = self._timers
+        last_bucket = now // TIMER_BUCKET
         due: dict[int, Flow] = {}
         rearm: list[tuple[float, int]] = []
-        while timers and timers[0][0] <= now:
-            flow_id = heappop(timers)[1]
-            flow = self.flows.get(flow_id)
-            if flow is None or flow_id in due:
-                continue  # removed since its timer was set, or due by another timer
-            limit = self._idle_limit(flow)
-            last_seen = flow.last_seen
-            idle = now - last_seen >= limit
-            if idle and flow.closed:
-                self.remove(flow)
-                continue
-            if idle:
-                due[flow_id] = flow
-            # Set again (until the flow is removed), after the loop: it may be <= now.
-            rearm.append((last_seen + limit - TIMER_SLACK, flow_id))
-        for timer in rearm:
-            heappush(timers, timer)
+        for bucket in sorted(bucket for bucket in self._timers if bucket <= last_bucket):
+            flow_ids = self._timers.pop(bucket)
+            self._timer_count -= len(flow_ids)
+            for flow_id in flow_ids:
+                flow = self.flows.get(flow_id)
+                if flow is None or flow_id in due:
+                    continue  # removed since its timer was set, or due by another timer
+                limit = self._idle_limit(flow)
+                last_seen = flow.last_seen
+                idle = now - last_seen >= limit
+                if idle and flow.closed:
+                    self.remove(flow)
+                    continue
+                if idle:
+                    due[flow_id] = flow
+                # Set again (until the flow is removed), after the loop: it may be in a
+                # bucket looked at already.
+                rearm.append((last_seen + limit, flow_id))
+        for deadline, flow_id in rearm:
+            self._set_timer(deadline, flow_id)
         return [due[flow_id] for flow_id in sorted(due)]  # ids grow with creation order
 
     def _idle_limit(self, flow: Flow) -> float:
@@ -422,12 +427,20 @@ class FlowTable:
             return CLOSED_LINGER
         return self.tcp_idle_timeout if flow.transport == IPPROTO_TCP else self.udp_idle_timeout
 
+    def _set_timer(self, deadline: float, flow_id: int) -> None:
+        bucket = int((deadline - TIMER_SLACK) // TIMER_BUCKET)
+        flow_ids = self._timers.get(bucket)
+        if flow_ids is None:
+            self._timers[bucket] = [flow_id]
+        else:
+            flow_ids.append(flow_id)
+        self._timer_count += 1
+
     def _rebuild_timers(self) -> None:
-        self._timers = [
-            (flow.last_seen + self._idle_limit(flow) - TIMER_SLACK, flow.id)
-            for flow in self.flows.values()
-        ]
-        heapify(self._timers)
+        self._timers = {}
+        self._timer_count = 0
+        for flow in self.flows.values():
+            self._set_timer(flow.last_seen + self._idle_limit(flow), flow.id)
         self._timers_valid = True
 
     def oldest_open(self, count: int) -> list[Flow]:
