@@ -151,7 +151,8 @@ def _observations(engine: _Engine, capture: Capture, native: bool) -> Iterator[O
 # The loops below carry the same fast path (see the module doc): bulk packets of known flows
 # that need no more bytes only bump three counters. ``_fastpath.walk`` runs it in C; the two
 # Python loops have it inlined, not called, because a function call per packet would cost as
-# much as the whole fast path.
+# much as the whole fast path. Each loop tells the flow table when a packet is older than one
+# before it (``FlowTable.time_went_back``: its idle timers count on time going forward).
 # Ethernet (optionally one 802.1Q tag) + IPv4 with a 20-byte header (0x45); offsets from the IP
 # header: total length 2-3, flags and fragment offset 6-7, protocol 9, [12:24] src, dst,
 # sport, dport (the flow-table key), TCP data offset 32, TCP flags 33 (& 7: FIN, SYN and RST
