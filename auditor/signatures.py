@@ -305,7 +305,8 @@ def _most_specific(host: str, entries: Iterable[T]) -> T | None:
 class DomainIndex(Generic[T]):
     """Host -> most specific entry, without scanning every rule: exact and suffix rules are
     looked up by the host and each of its parent domains; only regex rules are scanned.
-    Answers are cached (hosts repeat a lot in traffic)."""
+    Not cached here: the detectors remember what a name is
+    (``auditor.detectors.destination_names.identify``)."""
 
     def __init__(self, entries: Iterable[T]) -> None:
         self._by_domain: dict[str, list[T]] = {}
@@ -315,9 +316,8 @@ class DomainIndex(Generic[T]):
                 self._regex.append(entry)
             else:
                 self._by_domain.setdefault(entry.rule.domain, []).append(entry)
-        self.lookup = functools.lru_cache(maxsize=65536)(self._lookup)
 
-    def _lookup(self, host: str) -> T | None:
+    def lookup(self, host: str) -> T | None:
         host = normalise_host(host)
         candidates: list[T] = []
         labels = host.split(".")

@@ -92,5 +92,13 @@ def test_the_memos_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     signatures = constructed_signatures()
     for index in range(50):
         assert names(hello(f"host{index}.example"), signatures)[0][0] == f"host{index}.example"
-    assert len(destination_names._sightings) <= 8
+    assert len(destination_names._answers) <= 8
     assert len(destination_names._identities) <= 8
+
+
+def test_answers_are_remembered_per_kind_of_evidence() -> None:
+    signatures = constructed_signatures()
+    assert names(hello("api.chatanywhere.tech"), signatures)[0][1] == "sni"
+    # The same name and address in an HTTP request: seen in its Host header, not in SNI.
+    assert names(request("api.chatanywhere.tech"), signatures)[0][1] == "http-host"
+    assert names(hello("api.chatanywhere.tech"), signatures)[0][1] == "sni"

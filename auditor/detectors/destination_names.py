@@ -24,15 +24,15 @@ from auditor.model import (
 )
 from auditor.signatures import ProviderEndpoint, RelayDomain, Signatures, normalise_host
 
-# What the signatures say a name is, and each sighting (raw name, where, address) resolved to
-# its ``SeenName`` and identity, remembered for the signature set in use: the rule lists are
-# scanned, names normalised, and one capture asks about the same few hundred names for every
+# What the signatures say a name is, and what an observation's names come to (keyed by the
+# facts they are read from), remembered for the signature set in use: the rule lists are
+# scanned, names normalised, and one capture shows the same few hundred names in every
 # observation. One set at a time, so a process that loads new signatures does not keep the old
 # ones alive; each memo is emptied when full, so a long-running proxy stays bounded.
 NAME_CACHE_SIZE = 65536
 _cache_owner: list[Signatures | None] = [None]
 _identities: dict[str, Identity] = {}
-_sightings: dict[tuple[str, str, str | None], tuple[SeenName, Identity] | None] = {}
+_answers: dict[tuple[Any, ...], tuple[tuple[SeenName, Identity], ...]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ def _use(signatures: Signatures) -> None:
     """Make the memos hold answers for ``signatures`` (callers check ``_cache_owner`` first)."""
     _cache_owner[0] = signatures
     _identities.clear()
-    _sightings.clear()
+    _answers.clear()
 
 
 def identify(signatures: Signatures, name: str) -> Identity:
@@ -87,64 +87,71 @@ def identified_names(
             return answer
     if _cache_owner[0] is not signatures:
         _use(signatures)
-    found: list[tuple[SeenName, Identity]] = []
-    names: list[str] = []  # at most a handful: a list beats a set
-    for sighting in _sightings_in(obs):
-        if not sighting[0]:
-            continue
-        resolved = _sightings.get(sighting, _UNKNOWN)
-        if resolved is _UNKNOWN:
-            resolved = _resolve(signatures, sighting)
-        if resolved is not None and resolved[0].name not in names:
-            names.append(resolved[0].name)
-            found.append(resolved)
-    answer = tuple(found)
-    _last_answer[:] = [(obs, signatures, answer)]
-    return answer
+    facts = name_facts(obs)
+    found = _answers.get(facts)
+    if found is None:
+        if len(_answers) >= NAME_CACHE_SIZE:
+            _answers.clear()
+        found = _answers[facts] = _identified(signatures, facts)
+    _last_answer[:] = [(obs, signatures, found)]
+    return found
 
 
-_UNKNOWN: Any = object()  # not yet in ``_sightings`` (None there means: no usable name)
-
-
-def _resolve(
-    signatures: Signatures, sighting: tuple[str, str, str | None]
-) -> tuple[SeenName, Identity] | None:
-    raw, where, address = sighting
-    name = normalise_host(raw)
-    resolved = (SeenName(name, where, address), identify(signatures, name)) if name else None
-    if len(_sightings) >= NAME_CACHE_SIZE:
-        _sightings.clear()
-    _sightings[sighting] = resolved
-    return resolved
-
-
-def _sightings_in(obs: Observation) -> list[tuple[str | None, str, str | None]]:
-    """(raw name, where, address) of every name in ``obs``, in order of evidence."""
+def name_facts(obs: Observation) -> tuple[Any, ...]:
+    """What of ``obs`` its destination names are read from: (kind of evidence, then the raw
+    names and addresses). Observations with equal facts name the same destinations."""
     dst = obs.flow.dst_ip
     if isinstance(obs, DNSMessage):
         # The flow goes to the resolver: the address the name stands for is in the answers.
         resolved = obs.resolved_addresses()
         address = resolved[0][0] if resolved else None
-        found = [(obs.query_name, "dns", address)]
-        found += [(a.data, "dns-cname", address) for a in obs.answers if a.rtype == "CNAME"]
-        return found
+        cnames = [a.data for a in obs.answers if a.rtype == "CNAME"]
+        return (DNSMessage, obs.query_name, address, *cnames)
     if isinstance(obs, Connection):
         tls_name = obs.tls.client.server_name if obs.tls and obs.tls.client else None
-        found = [(tls_name, "sni", dst)]
-        found += [(request.host, "http-host", dst) for request in obs.http]
-    elif isinstance(obs, TLSHandshake):
-        found = [(obs.client.server_name if obs.client else None, "sni", dst)]
-    elif isinstance(obs, LLMCall):
-        found = [(obs.request.host, "http-host", dst)]
-    elif isinstance(obs, HTTPRequest):
-        found = [(obs.host, "http-host", dst)]
+        return (Connection, obs.server_name, dst, tls_name, *(r.host for r in obs.http))
+    if isinstance(obs, TLSHandshake):
+        return (TLSHandshake, obs.server_name, dst, obs.client.server_name if obs.client else None)
+    if isinstance(obs, LLMCall):
+        return (HTTPRequest, obs.server_name, dst, obs.request.host)
+    if isinstance(obs, HTTPRequest):
+        return (HTTPRequest, obs.server_name, dst, obs.host)
+    return (Observation, obs.server_name, dst)
+
+
+def _sightings(facts: tuple[Any, ...]) -> list[tuple[str | None, str, str | None]]:
+    """(raw name, where, address) of every name in an observation with these ``name_facts``,
+    in order of evidence."""
+    kind = facts[0]
+    if kind is DNSMessage:
+        _, query_name, address, *cnames = facts
+        return [(query_name, "dns", address), *((c, "dns-cname", address) for c in cnames)]
+    _, server_name, dst, *names = facts
+    if kind is Connection:
+        tls_name, *http_hosts = names
+        found = [(tls_name, "sni", dst), *((h, "http-host", dst) for h in http_hosts)]
+    elif kind is TLSHandshake:
+        found = [(names[0], "sni", dst)]
+    elif kind is HTTPRequest:
+        found = [(names[0], "http-host", dst)]
     else:
         found = []
     # server_name is SNI/Host when the source had one, else the pipeline's DNS-learned name.
-    found.append((obs.server_name, "dns", dst))
+    found.append((server_name, "dns", dst))
     # Some relays are listed by bare address (relays.yaml entries with an IP as domain).
     found.append((dst, "address", dst))
     return found
+
+
+def _identified(
+    signatures: Signatures, facts: tuple[Any, ...]
+) -> tuple[tuple[SeenName, Identity], ...]:
+    found: list[tuple[SeenName, Identity]] = []
+    for raw, where, address in _sightings(facts):
+        name = normalise_host(raw) if raw else ""
+        if name and all(seen.name != name for seen, _ in found):
+            found.append((SeenName(name, where, address), identify(signatures, name)))
+    return tuple(found)
 
 
 def refile(finding: Finding, seen: SeenName, obs: Observation) -> Finding:
