@@ -76,6 +76,10 @@ class CredentialExposureDetector(Detector):
             where, key = obs.credential_header, obs.credential
         else:
             assert isinstance(obs, HTTPRequest)
+            # An LLM call is judged from its LLMCall. Asked first: the pipeline recognises
+            # every request anyway, and the answer is remembered.
+            if recognise(obs, ctx.signatures.api_shapes) is not None:
+                return
             request = obs
             found = find_credential(request, split_target(request.path)[1])
             if found is None:
@@ -86,9 +90,6 @@ class CredentialExposureDetector(Detector):
         key_format = matching_key_format(key, ctx.signatures)
         if key_format is None:
             return  # an opaque session token or a key of unknown shape: nothing to say
-        # Checked last, as it reads the body: an LLM call is judged from its LLMCall.
-        if not isinstance(obs, LLMCall) and recognise(request, ctx.signatures.api_shapes):
-            return
         host = request_host(obs, request)
         base_evidence: dict[str, Any] = {
             "key": mask_secret(key, ctx.policy.reveal_evidence),

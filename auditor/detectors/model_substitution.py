@@ -30,14 +30,14 @@ check and the relay-fingerprint detector see what such a rewrite leaves behind.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
 from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import identify
 from auditor.model import Finding, LLMCall, Observation, Severity, finding_for
-from auditor.signatures import ResponseShape, compiled, normalise_host
+from auditor.signatures import ResponseShape, Signatures, compiled, normalise_host
 
 # The suffixes providers add when they resolve an alias to a snapshot: a date (2024-08-06,
 # 20251001), a four-digit MMDD (OpenAI's gpt-3.5-turbo-0125) or a three-digit revision
@@ -75,32 +75,62 @@ def same_model(requested: str, served: str) -> bool:
     return base_model(requested) == base_model(served)
 
 
+OTHER_FAMILY = "model-substitution.other-family"
+OTHER_MODEL = "model-substitution.other-model"
+
+
+# Remembered per pair: a capture asks about the same few model names for every call.
+@functools.lru_cache(maxsize=4096)
+def substitution_kind(requested: str, served: str) -> str | None:
+    """The finding kind when ``served`` is not ``requested`` (None: it is, or a snapshot of it)."""
+    if same_model(requested, served):
+        return None
+    return OTHER_FAMILY if model_family(requested) != model_family(served) else OTHER_MODEL
+
+
+@functools.lru_cache(maxsize=4096)
+def shapes_claimed(
+    signatures: Signatures, api: str, model: str
+) -> tuple[str | None, tuple[ResponseShape, ...]]:
+    """(provider, its response shapes) for a reply of ``api`` claiming ``model``, from the
+    entries of response_shapes.yaml that apply (the last one's provider); (None, ()) if none."""
+    shapes = tuple(
+        shape
+        for shape in signatures.response_shapes
+        if api in shape.apis and compiled(shape.model_regex).search(model)
+    )
+    return (shapes[-1].provider if shapes else None), shapes
+
+
 class ModelSubstitutionDetector(Detector):
     name: ClassVar[str] = "model-substitution"
     description: ClassVar[str] = "LLM replies that name another model than the one requested"
     observes: ClassVar[tuple[type[Observation], ...]] = (LLMCall,)
 
-    def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
+    def inspect(self, obs: Observation, ctx: DetectionContext) -> list[Finding]:
+        # A list, not a generator: asked of every call, and most calls yield nothing or one.
         assert isinstance(obs, LLMCall)
         host = normalise_host(obs.request.host or obs.host)
         endpoint = identify(ctx.signatures, host).provider
         official = endpoint is not None and obs.family in endpoint.api_shapes
-        yield from self._model_swap(obs, host, official)
-        yield from self._shape_mismatch(obs, ctx, host, endpoint.provider if endpoint else None)
+        swap = self._model_swap(obs, host, official)
+        mismatch = self._shape_mismatch(obs, ctx, host, endpoint.provider if endpoint else None)
+        return [finding for finding in (swap, mismatch) if finding is not None]
 
-    def _model_swap(self, obs: LLMCall, host: str, official: bool) -> Iterable[Finding]:
+    def _model_swap(self, obs: LLMCall, host: str, official: bool) -> Finding | None:
         requested, served = obs.model_requested, obs.model_served
-        if not requested or not served or same_model(requested, served):
-            return
-        other_family = model_family(requested) != model_family(served)
-        if other_family:
-            kind, severity = "model-substitution.other-family", Severity.HIGH
+        if not requested or not served:
+            return None
+        kind = substitution_kind(requested, served)
+        if kind is None:
+            return None
+        if kind == OTHER_FAMILY:
+            severity = Severity.HIGH
             title = f"Asked for {requested}, answered by {served} (another model family)"
         else:
-            kind = "model-substitution.other-model"
             severity = Severity.MEDIUM if official else Severity.HIGH
             title = f"Asked for {requested}, answered by {served}"
-        yield finding_for(
+        return finding_for(
             obs,
             detector=self.name,
             kind=kind,
@@ -121,24 +151,21 @@ class ModelSubstitutionDetector(Detector):
 
     def _shape_mismatch(
         self, obs: LLMCall, ctx: DetectionContext, host: str, host_provider: str | None
-    ) -> Iterable[Finding]:
+    ) -> Finding | None:
         response = obs.request.response
         claimed_model = obs.model_served or obs.model_requested
         if response is None or not 200 <= response.status < 300 or not claimed_model:
-            return
+            return None
+        provider, shapes = shapes_claimed(ctx.signatures, obs.api, claimed_model)
         broken: list[dict[str, object]] = []
-        provider = None
-        for shape in ctx.signatures.response_shapes:
-            if obs.api not in shape.apis or not compiled(shape.model_regex).search(claimed_model):
-                continue
-            provider = shape.provider
+        for shape in shapes:
             problem = shape_problem(shape, obs)
             if problem:
                 broken.append({"check": shape.id, "problem": problem, "source": shape.source})
         if not broken or provider is None:
-            return
+            return None
         on_official = host_provider == provider
-        yield finding_for(
+        return finding_for(
             obs,
             detector=self.name,
             kind="model-substitution.shape-mismatch",
