@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
@@ -129,15 +129,16 @@ class WeakTLSDetector(Detector):
     )
     observes: ClassVar[tuple[type[Observation], ...]] = (TLSHandshake,)
 
-    def inspect(self, obs: Observation, ctx: DetectionContext) -> Iterable[Finding]:
+    def inspect(self, obs: Observation, ctx: DetectionContext) -> list[Finding]:
+        # A list, not a generator: asked of every handshake, most of which have no problem.
         assert isinstance(obs, TLSHandshake)
         handshake_outcome: dict[str, Any] = {}
         if obs.failure:
             handshake_outcome["handshake_failure"] = obs.failure
         if obs.alert:
             handshake_outcome["alert"] = obs.alert
-        for kind, severity, title, evidence, key in self._problems(obs, ctx):
-            yield finding_for(
+        return [
+            finding_for(
                 obs,
                 detector=self.name,
                 kind=kind,
@@ -146,6 +147,8 @@ class WeakTLSDetector(Detector):
                 evidence={**evidence, **handshake_outcome},
                 evidence_key=key,
             )
+            for kind, severity, title, evidence, key in self._problems(obs, ctx)
+        ]
 
     def _problems(self, obs: TLSHandshake, ctx: DetectionContext) -> Iterator[Problem]:
         sigs = ctx.signatures
