@@ -10,9 +10,17 @@ import string
 import pytest
 from sample_signatures import API_SHAPES, flow, make_context, shipped_signatures
 
-from auditor.detectors.model_substitution import ModelSubstitutionDetector, same_model
+from auditor.detectors.model_substitution import (
+    OTHER_FAMILY,
+    OTHER_MODEL,
+    ModelSubstitutionDetector,
+    same_model,
+    shapes_claimed,
+    substitution_kind,
+)
 from auditor.llm import recognise
 from auditor.model import HTTPRequest, HTTPResponse, LLMCall, Severity
+from auditor.signatures import Signatures
 
 BASE62 = string.ascii_letters + string.digits
 
@@ -166,3 +174,16 @@ def test_error_replies_are_not_judged_for_shape() -> None:
     assert call.request.response is not None
     call.request.response.status = 429
     assert inspect(call) == []
+
+
+def test_remembered_answers_are_those_of_the_pair_and_of_the_signature_set() -> None:
+    assert substitution_kind("gpt-4o", "gpt-4o-2024-08-06") is None
+    assert substitution_kind("gpt-4o", "gpt-3.5-turbo") == OTHER_MODEL
+    assert substitution_kind("claude-sonnet-4-5", "glm-4.6") == OTHER_FAMILY
+    shipped = shipped_signatures()
+    provider, shapes = shapes_claimed(shipped, "openai.chat_completions", "gpt-4o")
+    assert provider == "openai" and shapes
+    assert all("openai.chat_completions" in shape.apis for shape in shapes)
+    assert shapes_claimed(shipped, "anthropic.messages", "gpt-4o") == (None, ())
+    # Another signature set (here: without response shapes) gets its own answer.
+    assert shapes_claimed(Signatures(), "openai.chat_completions", "gpt-4o") == (None, ())
