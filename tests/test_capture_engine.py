@@ -250,6 +250,43 @@ def test_malformed_dns_is_counted(tmp_path: Path):
     assert stats.skipped["malformed-dns"] == 1
 
 
+def test_repeated_dns_messages_keep_their_own_ids_and_answer_lists(tmp_path: Path):
+    # The second query and answer differ from the first only in the transaction id: the engine
+    # remembers what the first said, and must still give each message its own id and list.
+    resolver = "192.0.2.53"
+    packets = [
+        (1.0 + i / 10, udp_packet(*ends, message))
+        for i, (ends, message) in enumerate(
+            [
+                (("10.0.0.5", resolver, 40000, 53), dns_query_bytes("API.example.com", 7)),
+                (
+                    (resolver, "10.0.0.5", 53, 40000),
+                    dns_response_bytes("api.example.com", "203.0.113.10", 7),
+                ),
+                (("10.0.0.5", resolver, 40000, 53), dns_query_bytes("API.example.com", 8)),
+                (
+                    (resolver, "10.0.0.5", 53, 40000),
+                    dns_response_bytes("api.example.com", "203.0.113.10", 8),
+                ),
+                (("10.0.0.5", resolver, 40000, 53), b"\x00\x09" + dns_query_bytes("x")[2:11]),
+            ]
+        )
+    ]
+    observations, stats = run(capture(tmp_path, packets))
+    messages = of_type(observations, DNSMessage)
+    assert [(m.transaction_id, m.is_response, m.rcode) for m in messages] == [
+        (7, False, None),
+        (7, True, 0),
+        (8, False, None),
+        (8, True, 0),
+    ]
+    assert {m.server_name for m in messages} == {"api.example.com"}
+    assert messages[0].query_name == messages[2].query_name == "API.example.com"
+    assert messages[1].answers == messages[3].answers and messages[1].answers
+    assert messages[1].answers is not messages[3].answers
+    assert stats.skipped["malformed-dns"] == 1
+
+
 def test_dns_comes_out_before_the_flow_it_names(tmp_path: Path, tls12_flights):
     hello, server_flight = tls12_flights
     packets = [

@@ -72,6 +72,7 @@ from auditor.capture.reader import Capture, open_capture
 from auditor.model import (
     ClientHello,
     Connection,
+    DNSAnswer,
     DNSMessage,
     HTTPRequest,
     HTTPResponse,
@@ -102,6 +103,9 @@ MAX_UNANSWERED_REQUESTS = 32
 # HTTP requests / DNS messages a Connection refers to; a long-lived flow (a DNS forwarder's
 # fixed port, a keep-alive connection) must not hold every message it ever carried.
 MAX_MESSAGES_PER_CONNECTION = 100
+# DNS messages remembered by their bytes after the transaction id (see ``_Engine.dns_facts``);
+# past this the memo starts over.
+DNS_MEMO_SIZE = 4096
 # Bytes of a SOCKS handshake looked through for the TLS record that follows it.
 SOCKS_HANDSHAKE_MAX = 1024
 # TLS 1.3: the certificate is encrypted, so the ServerHello is all the server side shows.
@@ -467,6 +471,11 @@ class _TLSState:
         self.ts: float | None = None  # time of the ClientHello
 
 
+# A parsed DNS message without its id: server name (the query name, lower case, without the
+# final dot), query name, query type, is_response, rcode (responses only), answers.
+_DNSFacts = tuple[str | None, str, str, bool, int | None, tuple[DNSAnswer, ...]]
+
+
 class _Engine:
     """Per-file state: the flow table, the observations waiting to be yielded, the stats."""
 
@@ -479,6 +488,10 @@ class _Engine:
         # Capture time of the next idle sweep; the first packet sets it (its sweep finds none).
         self.next_sweep = -math.inf
         self._internal_errors_logged = 0
+        # What a DNS message says apart from its id (``_DNSFacts``), by its bytes after the
+        # id: clients ask the same questions again and again, and get the same answers while
+        # the TTL stands, so most messages need not be parsed again. The answers are shared.
+        self.dns_facts: dict[bytes, _DNSFacts] = {}
 
     # -- packets ------------------------------------------------------------------------------
 
@@ -869,22 +882,37 @@ class _Engine:
             direction.stop()
 
     def _dns_message(self, flow: Flow, message: bytes, ts: float) -> None:
-        try:
-            parsed = parse_dns(message)
-        except (DNSParseError, ValueError, IndexError):
-            self.skipped["malformed-dns"] += 1
-            return
+        rest = message[2:]  # all but the transaction id
+        facts = self.dns_facts.get(rest)
+        if facts is None:
+            try:
+                parsed = parse_dns(message)
+            except (DNSParseError, ValueError, IndexError):
+                self.skipped["malformed-dns"] += 1
+                return
+            facts = (
+                parsed.query_name.rstrip(".").lower() or None,
+                parsed.query_name,
+                parsed.query_type,
+                parsed.is_response,
+                parsed.rcode if parsed.is_response else None,
+                tuple(parsed.answers),
+            )
+            if len(self.dns_facts) >= DNS_MEMO_SIZE:
+                self.dns_facts.clear()
+            self.dns_facts[rest] = facts
+        server_name, query_name, query_type, is_response, rcode, answers = facts
         observation = DNSMessage(
             flow=flow.tuple,
             ts=ts,
-            server_name=parsed.query_name.rstrip(".").lower() or None,
+            server_name=server_name,
             origin=self.origin,
-            query_name=parsed.query_name,
-            query_type=parsed.query_type,
-            transaction_id=parsed.transaction_id,
-            is_response=parsed.is_response,
-            rcode=parsed.rcode if parsed.is_response else None,
-            answers=parsed.answers,
+            query_name=query_name,
+            query_type=query_type,
+            transaction_id=(message[0] << 8) | message[1],
+            is_response=is_response,
+            rcode=rcode,
+            answers=list(answers),
         )
         # All are emitted; the Connection refers to the first few.
         flow.add_dns(observation, MAX_MESSAGES_PER_CONNECTION)
