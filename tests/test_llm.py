@@ -14,7 +14,7 @@ from sample_signatures import (
 )
 
 from auditor.llm import parse_response, recognise
-from auditor.llm.wire import MAX_PROMPT_TEXT_CHARS
+from auditor.llm.wire import MAX_PROMPT_TEXT_CHARS, json_or_none
 from auditor.model import HTTPRequest, HTTPResponse, LLMCall
 
 
@@ -338,3 +338,11 @@ def test_random_bytes_never_raise() -> None:
             assert call is not None
             for reply in (blob, b"data: " + blob, b"[" + blob):
                 parse_response(call, HTTPResponse(200, [], reply))
+
+
+def test_json_or_none_reads_each_text_and_hands_a_repeat_the_value_read() -> None:
+    first = json_or_none('{"id": "a"}')
+    assert json_or_none('{"id": "a"}') is first
+    assert json_or_none('{"id": "b"}') == {"id": "b"}
+    assert json_or_none("not json") is None
+    assert json_or_none('{"id": "a"}') == first

@@ -28,14 +28,13 @@ model's answer that happens to say "one api" is not a relay. Evidence: the marks
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
 from auditor.detectors.destination_names import identify
 from auditor.llm import credential_value, find_credential, split_target
-from auditor.llm.wire import decode_text, looks_like_sse, sse_events
+from auditor.llm.wire import decode_text, json_or_none, looks_like_sse, sse_events
 from auditor.model import Finding, HTTPRequest, HTTPResponse, Observation, Severity, finding_for
 from auditor.signatures import RelayFingerprint, Signatures, compiled, normalise_host
 
@@ -82,10 +81,7 @@ class ExchangeView:
                         self.json = data  # the first event carries the reply's id
                         break
             else:
-                try:
-                    self.json = json.loads(self.text)
-                except ValueError:
-                    self.json = None
+                self.json = json_or_none(self.text)
         status = response.status if response else 0
         self.is_error = status >= 400 or (isinstance(self.json, dict) and "error" in self.json)
 
