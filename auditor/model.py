@@ -36,7 +36,11 @@ class Severity(enum.IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return SEVERITY_LABELS[self]  # indexed by value: an Enum member hashes by its name
+
+
+# Severity.label by value: written for every finding and host row.
+SEVERITY_LABELS = tuple(s.name.lower() for s in Severity)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,17 +62,22 @@ class Policy:
     def country_allowed(self, country: str | None) -> bool:
         if not country:
             return True  # unknown location is reported separately, not as cross-border
-        allowed = {c.upper() for c in self.allowed_countries} | {self.home_jurisdiction.upper()}
-        return country.upper() in allowed or (
-            self.home_jurisdiction.upper() == "EU" and country.upper() in EEA_COUNTRIES
-        )
+        return self._place_allowed(country, self.allowed_countries)
 
     def jurisdiction_allowed(self, jurisdiction: str | None) -> bool:
         if not jurisdiction or jurisdiction == "unknown":
             return True
-        allowed = {j.upper() for j in self.allowed_jurisdictions} | {self.home_jurisdiction.upper()}
-        return jurisdiction.upper() in allowed or (
-            self.home_jurisdiction.upper() == "EU" and jurisdiction.upper() in EEA_COUNTRIES
+        return self._place_allowed(jurisdiction, self.allowed_jurisdictions)
+
+    def _place_allowed(self, place: str, allowed: set[str]) -> bool:
+        """``place`` (a country or jurisdiction code) is home, in ``allowed``, or in the EEA when
+        home is the EU; case-insensitively. Read from the fields at each call (the policy is
+        mutable), without building sets: asked for every AI destination."""
+        code, home = place.upper(), self.home_jurisdiction.upper()
+        return (
+            code == home
+            or any(entry.upper() == code for entry in allowed)
+            or (home == "EU" and code in EEA_COUNTRIES)
         )
 
     def provider_allowed(self, provider: str) -> bool:

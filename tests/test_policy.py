@@ -58,3 +58,14 @@ def test_missing_policy_file_names_it(tmp_path: Path) -> None:
 def test_unknown_jurisdiction_is_not_cross_border() -> None:
     assert Policy().jurisdiction_allowed("unknown")
     assert not Policy().jurisdiction_allowed("CN")
+
+
+def test_allowed_places_are_read_case_insensitively_from_the_current_fields() -> None:
+    policy = Policy(home_jurisdiction="eu", allowed_countries={"ch"})
+    assert policy.country_allowed("FR") and policy.country_allowed("Ch")
+    assert not policy.country_allowed("US")
+    policy.allowed_countries.add("us")
+    assert policy.country_allowed("US")
+    assert policy.jurisdiction_allowed("de") and not policy.jurisdiction_allowed("CN")
+    policy.home_jurisdiction = "CN"
+    assert policy.jurisdiction_allowed("cn") and not policy.jurisdiction_allowed("DE")
