@@ -194,12 +194,21 @@ def _session_id_end(body: bytes, message: str) -> int:
     return session_end
 
 
+# Readers of n big-endian 16-bit values, by byte length 2n: the lists of a hello come in a few
+# lengths, and building the format text per list cost more than the read.
+_UINT16_READERS: dict[int, struct.Struct] = {}
+
+
 def _uint16_values(data: bytes, start: int, stop: int) -> list[int] | None:
     """``data[start:stop]`` as big-endian 16-bit values; None for an odd length."""
     length = stop - start
     if length & 1:
         return None
-    return list(struct.unpack_from(f">{length >> 1}H", data, start))
+    reader = _UINT16_READERS.get(length)
+    if reader is None:
+        # At most 2^15 lengths (a vector length has 16 bits), each one small struct.
+        reader = _UINT16_READERS[length] = struct.Struct(f">{length >> 1}H")
+    return list(reader.unpack_from(data, start))
 
 
 def _odd_length_error(what: str, length: int) -> TLSParseError:
