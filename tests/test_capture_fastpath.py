@@ -18,6 +18,7 @@ import pytest
 
 from auditor.capture import CaptureStats, engine
 from auditor.capture.engine import read_observations
+from auditor.capture.flows import FlowTable
 from auditor.capture.packets import Packet, decode
 from auditor.capture.reader import Capture, open_capture
 from auditor.model import Connection, Observation
@@ -374,3 +375,37 @@ def test_syn_ack_and_first_fin_done_in_c_unless_the_sweep_is_due(
     ended = [(o.flow.src_port, o.last_seen) for o in observations if isinstance(o, Connection)]
     # The sweep at +10 s ended the idle flows before their late packets (which start new ones).
     assert [port for port, last_seen in ended if last_seen < start + 1] == [40000, 40001, 40002]
+
+
+def test_walk_counts_in_place_only_values_nothing_else_holds(tmp_path: Path) -> None:
+    """walk writes a counter's new value into its int or float object only when the direction
+    alone holds it: a value also held elsewhere is replaced, never changed. The keys it looks
+    up become the table's own key objects (what the C decoder then hands out)."""
+    start = 1_700_000_000.0
+    client, server = ("10.77.0.1", 40077), ("192.0.2.77", 443)  # only in this test
+    frames = [
+        (start + i, tcp_packet(src[0], dst[0], src[1], dst[1], 1000 + i, "A", b"x" * 100))
+        for i, (src, dst) in enumerate([(client, server), (server, client)] * 3)
+    ]
+    path = write_pcap(tmp_path / "bulk.pcap", [(ts, ether(raw)) for ts, raw in frames])
+    first = decode(1, ether(frames[0][1]), Counter())  # decoded in Python: a key of its own
+    assert first is not None
+    table = FlowTable()
+    outbound = table.create(first, start - 1)
+    inbound = outbound.flow.server
+    shared_packets, shared_last_seen = 10**6, start + 0.25
+    outbound.packets, outbound.last_seen = shared_packets, shared_last_seen
+    inbound.packets, inbound.bytes = int("7000"), int("9000")  # held by the slots alone
+    for direction in (outbound, inbound):
+        direction.collecting = False
+    buf = path.read_bytes()[24:]
+    pos, slow, _ts, walked, *_rest = engine._fastpath.walk(
+        buf, 0, True, True, 1e-6, table.tcp, table.udp, 0.0, float("inf")
+    )
+    assert (pos, slow, walked) == (len(buf), -1, 6)
+    assert shared_packets == 10**6 and shared_last_seen == start + 0.25
+    assert (outbound.packets, outbound.bytes, outbound.last_seen) == (10**6 + 3, 360, start + 4)
+    assert (inbound.packets, inbound.bytes, inbound.last_seen) == (7003, 9360, start + 5)
+    for (_ts, raw), key in zip(frames, outbound.flow.keys, strict=False):
+        packet = engine._fastpath.decode(ether(raw))
+        assert packet is not None and packet.key is key

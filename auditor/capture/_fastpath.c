@@ -43,6 +43,7 @@
 
 static PyObject *name_packets, *name_bytes, *name_last_seen, *name_collecting;
 static PyObject *name_flow, *name_closed, *name_client, *name_server, *name_fin, *name_next_seq;
+static PyObject *name_keys, *name_from_client;
 
 /* Where Direction keeps the four attributes: it declares __slots__, so each is a pointer at a
  * fixed offset in the object, read and written directly instead of through getattr/setattr
@@ -130,53 +131,112 @@ static inline uint32_t read_u32(const unsigned char *p, int little_endian)
 
 /* Flow-table key objects by their bytes, direct-mapped: a bulk packet's key is almost always
  * one seen moments ago, and reusing its bytes object (whose hash is then cached) saves making
- * and hashing a new one per packet, most of the cost of the lookup. Only keys are kept (about
- * 50 bytes each): the table's dictionaries stay the only truth about directions. */
-#define KEY_CACHE_SIZE 4096
+ * and hashing a new one per packet, most of the cost of the lookup. Once a key is found in the
+ * table, its entry holds the table's own key object, so that the dictionary finds it by
+ * identity instead of comparing bytes. Only keys are kept (about 50 bytes each): the table's
+ * dictionaries stay the only truth about directions. */
+#define KEY_CACHE_BITS 12
 static struct {
     unsigned char raw[36];
     Py_ssize_t size;
     PyObject *key;
-} key_cache[KEY_CACHE_SIZE];
+    /* The direction whose Flow.keys the key was taken from; only compared, never used (a new
+     * flow on the same key has a new direction: its key object is taken again). */
+    const PyObject *direction;
+} key_cache[1 << KEY_CACHE_BITS];
+typedef __typeof__(&key_cache[0]) key_entry;
 
-/* The bytes object for a 12- or 36-byte key, new reference. */
-static PyObject *key_object(const unsigned char *raw, Py_ssize_t size)
+/* The cache entry of a 12- or 36-byte key (IPv4 / IPv6 addresses and ports), filled if it held
+ * another key; NULL on error. */
+static key_entry key_cache_entry(const unsigned char *raw, Py_ssize_t size)
 {
-    uint32_t hash = 2166136261u; /* FNV-1a */
-    for (Py_ssize_t i = 0; i < size; i++)
-        hash = (hash ^ raw[i]) * 16777619u;
-    __typeof__(&key_cache[0]) entry = &key_cache[hash & (KEY_CACHE_SIZE - 1)];
-    if (entry->key != NULL && entry->size == size && memcmp(entry->raw, raw, size) == 0) {
-        Py_INCREF(entry->key);
-        return entry->key;
+    uint64_t hash = 0;
+    for (Py_ssize_t i = 0; i < size; i += 4) {
+        uint32_t word;
+        memcpy(&word, raw + i, 4);
+        hash = (hash ^ word) * 0x9E3779B97F4A7C15u; /* Fibonacci hashing: top bits index */
     }
+    key_entry entry = &key_cache[hash >> (64 - KEY_CACHE_BITS)];
+    /* Constant sizes: the compiler compares in a few loads instead of calling memcmp. */
+    if (entry->key != NULL && entry->size == size
+        && (size == 12 ? memcmp(entry->raw, raw, 12) == 0 : memcmp(entry->raw, raw, 36) == 0))
+        return entry;
     PyObject *key = PyBytes_FromStringAndSize((const char *)raw, size);
     if (key == NULL)
         return NULL;
     Py_XSETREF(entry->key, key);
-    Py_INCREF(key);
     memcpy(entry->raw, raw, size);
     entry->size = size;
-    return key;
+    entry->direction = NULL;
+    return entry;
+}
+
+/* The bytes object for a key, new reference (NULL on error). */
+static PyObject *key_object(const unsigned char *raw, Py_ssize_t size)
+{
+    key_entry entry = key_cache_entry(raw, size);
+    if (entry == NULL)
+        return NULL;
+    Py_INCREF(entry->key);
+    return entry->key;
+}
+
+/* Have the entry hold the key object under which the table keeps direction (the flow's
+ * Flow.keys: client -> server first). 0, or -1 on error. */
+static int adopt_table_key(key_entry entry, PyObject *direction)
+{
+    entry->direction = direction;
+    PyObject *flow = PyObject_GetAttr(direction, name_flow);
+    PyObject *keys = flow == NULL ? NULL : PyObject_GetAttr(flow, name_keys);
+    PyObject *from_client = keys == NULL ? NULL : PyObject_GetAttr(direction, name_from_client);
+    Py_XDECREF(flow);
+    int result = -1;
+    if (from_client != NULL && PyTuple_Check(keys) && PyTuple_GET_SIZE(keys) == 2) {
+        PyObject *key = PyTuple_GET_ITEM(keys, from_client == Py_True ? 0 : 1);
+        if (PyBytes_CheckExact(key) && PyBytes_GET_SIZE(key) == entry->size
+            && memcmp(PyBytes_AS_STRING(key), entry->raw, entry->size) == 0) {
+            Py_INCREF(key);
+            Py_SETREF(entry->key, key);
+        }
+        result = 0;
+    }
+    else if (from_client != NULL)
+        PyErr_SetString(PyExc_TypeError, "Flow.keys is not a pair");
+    Py_XDECREF(keys);
+    Py_XDECREF(from_client);
+    return result;
 }
 
 /* The Direction of a flow-table key, borrowed; NULL if absent (or on error, then set). */
 static PyObject *lookup(PyObject *table, const unsigned char *key, Py_ssize_t size)
 {
-    PyObject *key_bytes = key_object(key, size);
-    if (key_bytes == NULL)
+    key_entry entry = key_cache_entry(key, size);
+    if (entry == NULL)
         return NULL;
-    PyObject *direction = PyDict_GetItemWithError(table, key_bytes);
-    Py_DECREF(key_bytes);
-    if (direction != NULL && !slots_tried)
+    PyObject *direction = PyDict_GetItemWithError(table, entry->key);
+    if (direction == NULL)
+        return NULL;
+    if (!slots_tried)
         learn_slots(direction);
+    if (direction != entry->direction && adopt_table_key(entry, direction) < 0)
+        return NULL;
     return direction;
 }
 
 /* direction.collecting as 1/0, -1 on error. */
 static int collecting(PyObject *direction)
 {
-    PyObject *value = get(direction, name_collecting, slots.collecting);
+    PyObject *value;
+    if (Py_TYPE(direction) != slots.type)
+        value = PyObject_GetAttr(direction, name_collecting);
+    else if ((value = *slot_of(direction, slots.collecting)) == Py_False)
+        return 0; /* the usual answer, without the reference counting below */
+    else if (value == NULL) {
+        PyErr_SetObject(PyExc_AttributeError, name_collecting);
+        return -1;
+    }
+    else
+        Py_INCREF(value);
     if (value == NULL)
         return -1;
     int result = PyObject_IsTrue(value);
@@ -184,9 +244,42 @@ static int collecting(PyObject *direction)
     return result;
 }
 
-/* obj.<name> += delta for an int attribute; 0 or -1. */
+/* The value of an int of at most one 30-bit digit, read from the object (CPython's layout up
+ * to 3.11; 3.12 changed it), or -1: another object, or a later Python. */
+static inline long long one_digit_value(PyObject *value)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (value != NULL && PyLong_CheckExact(value) && (Py_SIZE(value) == 0 || Py_SIZE(value) == 1))
+        return Py_SIZE(value) ? (long long)((PyLongObject *)value)->ob_digit[0] : 0;
+#else
+    (void)value;
+#endif
+    return -1;
+}
+
+/* obj.<name> += delta for an int attribute; 0 or -1. A counter held only by its slot
+ * (reference count 1: nothing else can see it) gets the new value written into it, which
+ * saves allocating a new int and freeing the old one per counter per bulk packet. */
 static int add_to(PyObject *obj, PyObject *name, Py_ssize_t offset, long long delta)
 {
+    if (Py_TYPE(obj) == slots.type) {
+        PyObject **slot = slot_of(obj, offset);
+        long long current = one_digit_value(*slot);
+        if (current >= 0) {
+            long long sum = current + delta;
+#if PY_VERSION_HEX < 0x030C0000
+            if (Py_REFCNT(*slot) == 1 && current > 0 && sum > 0 && sum < (1LL << PyLong_SHIFT)) {
+                ((PyLongObject *)*slot)->ob_digit[0] = (digit)sum;
+                return 0;
+            }
+#endif
+            PyObject *value = PyLong_FromLongLong(sum);
+            if (value == NULL)
+                return -1;
+            Py_SETREF(*slot, value);
+            return 0;
+        }
+    }
     PyObject *value = get(obj, name, offset);
     if (value == NULL)
         return -1;
@@ -203,6 +296,13 @@ static int count(PyObject *direction, long long payload, double ts)
     if (add_to(direction, name_packets, slots.packets, 1) < 0
         || add_to(direction, name_bytes, slots.bytes, payload) < 0)
         return -1;
+    if (Py_TYPE(direction) == slots.type) {
+        PyObject *last_seen = *slot_of(direction, slots.last_seen);
+        if (last_seen != NULL && PyFloat_CheckExact(last_seen) && Py_REFCNT(last_seen) == 1) {
+            ((PyFloatObject *)last_seen)->ob_fval = ts;
+            return 0;
+        }
+    }
     return put(direction, name_last_seen, slots.last_seen, PyFloat_FromDouble(ts));
 }
 
@@ -490,21 +590,43 @@ static PyObject *decode_ethernet(const unsigned char *f, Py_ssize_t caplen)
     return new_packet(fields);
 }
 
-static PyObject *walk(PyObject *self, PyObject *args)
+/* A tuple of the given items (new references, stolen; a NULL one means an error). */
+static PyObject *tuple_of(PyObject *items[], Py_ssize_t size)
 {
-    Py_buffer view;
-    Py_ssize_t pos;
-    int little_endian, ethernet;
-    double frac_scale;
-    PyObject *tcp, *udp;
-    double newest, next_sweep;
+    PyObject *tuple = PyTuple_New(size);
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if (items[i] == NULL)
+            Py_CLEAR(tuple);
+        if (tuple != NULL)
+            PyTuple_SET_ITEM(tuple, i, items[i]);
+        else
+            Py_XDECREF(items[i]);
+    }
+    return tuple;
+}
+
+/* Called once per slow packet (tens of thousands of times per million packets): the arguments
+ * are taken as a vector and converted here, not through a format string. */
+static PyObject *walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*nppdO!O!dd", &view, &pos, &little_endian, &ethernet,
-                          &frac_scale, &PyDict_Type, &tcp, &PyDict_Type, &udp, &newest,
-                          &next_sweep))
+    if (nargs != 9) {
+        PyErr_Format(PyExc_TypeError, "walk() takes 9 arguments (%zd given)", nargs);
         return NULL;
-    const unsigned char *buf = (const unsigned char *)view.buf;
-    Py_ssize_t size = view.len;
+    }
+    PyObject *tcp = args[5], *udp = args[6];
+    if (!PyBytes_Check(args[0]) || !PyDict_Check(tcp) || !PyDict_Check(udp)) {
+        PyErr_SetString(PyExc_TypeError, "walk() takes a bytes buffer and dict flow tables");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    int little_endian = PyObject_IsTrue(args[2]), ethernet = PyObject_IsTrue(args[3]);
+    double frac_scale = PyFloat_AsDouble(args[4]), newest = PyFloat_AsDouble(args[7]),
+           next_sweep = PyFloat_AsDouble(args[8]);
+    if (PyErr_Occurred())
+        return NULL;
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
     Py_ssize_t slow = -1;
     double slow_ts = 0.0;
     long long packets = 0, captured = 0;
@@ -531,27 +653,22 @@ static PyObject *walk(PyObject *self, PyObject *args)
         int taken = 0;
         if (ethernet && caplen >= 54)
             taken = ethernet_frame(header + 16, (Py_ssize_t)caplen, ts, tcp, udp, next_sweep);
-        if (taken < 0) {
-            PyBuffer_Release(&view);
+        if (taken < 0)
             return NULL;
-        }
         if (!taken) {
             slow = record;
             slow_ts = ts;
             break;
         }
     }
-    PyObject *packet = Py_None;
-    Py_INCREF(packet);
-    if (slow >= 0 && ethernet) {
-        Py_DECREF(packet);
-        packet = decode_ethernet(buf + slow + 16, pos - slow - 16);
-    }
-    PyBuffer_Release(&view);
-    if (packet == NULL)
-        return NULL;
-    return Py_BuildValue("(nndLLdNN)", pos, slow, slow_ts, packets, captured, newest,
-                         PyBool_FromLong(went_back), packet);
+    PyObject *packet = slow >= 0 && ethernet ? decode_ethernet(buf + slow + 16, pos - slow - 16)
+                                             : Py_NewRef(Py_None);
+    PyObject *result[8] = {
+        PyLong_FromSsize_t(pos), PyLong_FromSsize_t(slow), PyFloat_FromDouble(slow_ts),
+        PyLong_FromLongLong(packets), PyLong_FromLongLong(captured), PyFloat_FromDouble(newest),
+        PyBool_FromLong(went_back), packet,
+    };
+    return tuple_of(result, 8);
 }
 
 static PyObject *decode(PyObject *self, PyObject *frame)
@@ -566,7 +683,7 @@ static PyObject *decode(PyObject *self, PyObject *frame)
 }
 
 static PyMethodDef methods[] = {
-    {"walk", walk, METH_VARARGS,
+    {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL,
      "walk(buf, pos, little_endian, ethernet, frac_scale, tcp, udp, newest, next_sweep)"
      " -> (pos, slow, ts, packets, captured, newest, went_back, packet): count bulk packets up"
      " to the next one the per-packet path must see"},
@@ -592,8 +709,11 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     name_server = PyUnicode_InternFromString("server");
     name_fin = PyUnicode_InternFromString("fin");
     name_next_seq = PyUnicode_InternFromString("next_seq");
+    name_keys = PyUnicode_InternFromString("keys");
+    name_from_client = PyUnicode_InternFromString("from_client");
     if (!name_packets || !name_bytes || !name_last_seen || !name_collecting || !name_flow
-        || !name_closed || !name_client || !name_server || !name_fin || !name_next_seq)
+        || !name_closed || !name_client || !name_server || !name_fin || !name_next_seq
+        || !name_keys || !name_from_client)
         return NULL;
     if (learn_packet_type() < 0)
         return NULL;
