@@ -12,15 +12,10 @@ relays and aggregators, so one host is not filed as both.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
-from auditor.detectors.destination_names import (
-    PerSeenName,
-    SeenName,
-    identified_names,
-    named_finding,
-)
+from auditor.detectors.destination_names import identified_names, refile
 from auditor.model import (
     Connection,
     DNSMessage,
@@ -29,28 +24,8 @@ from auditor.model import (
     Observation,
     Severity,
     TLSHandshake,
+    finding_for,
 )
-from auditor.signatures import ProviderEndpoint
-
-# What an inventory finding says of one seen name: (title, evidence).
-InventoryParts = tuple[str, dict[str, Any]]
-
-
-def inventory_parts(endpoint: ProviderEndpoint, seen: SeenName) -> InventoryParts:
-    evidence = {
-        "provider": endpoint.provider,
-        "provider_name": endpoint.name,
-        "operator": endpoint.operator,
-        "jurisdiction": endpoint.jurisdiction,
-        "kind": endpoint.kind,
-        "category": "official",
-        "official": True,
-        "api_shapes": list(endpoint.api_shapes),
-        "endpoint_domain": endpoint.domain,
-        "seen_in": seen.where,
-        "signature_source": endpoint.source,
-    }
-    return f"{endpoint.name} ({endpoint.kind}) in use", evidence
 
 
 class AIServiceDetector(Detector):
@@ -65,9 +40,6 @@ class AIServiceDetector(Detector):
         Connection,
     )
 
-    def __init__(self) -> None:
-        self._parts: PerSeenName[InventoryParts] = PerSeenName()
-
     def inspect(self, obs: Observation, ctx: DetectionContext) -> list[Finding]:
         # A list, not a generator: asked of every DNS message, handshake and connection, most
         # of which name no provider, and an empty generator costs more than the answer.
@@ -77,37 +49,51 @@ class AIServiceDetector(Detector):
             endpoint = identity.provider
             if endpoint is None or identity.relay is not None:
                 continue
-            known_parts = self._parts.values_for(signatures)
-            parts = known_parts.get(seen)
-            if parts is None:
-                parts = known_parts[seen] = inventory_parts(endpoint, seen)
-            title, evidence = parts
+            evidence = {
+                "provider": endpoint.provider,
+                "provider_name": endpoint.name,
+                "operator": endpoint.operator,
+                "jurisdiction": endpoint.jurisdiction,
+                "kind": endpoint.kind,
+                "category": "official",
+                "official": True,
+                "api_shapes": list(endpoint.api_shapes),
+                "endpoint_domain": endpoint.domain,
+                "seen_in": seen.where,
+                "signature_source": endpoint.source,
+            }
             found.append(
-                named_finding(
-                    obs,
+                refile(
+                    finding_for(
+                        obs,
+                        detector=self.name,
+                        kind="ai-service.inventory",
+                        severity=Severity.INFO,
+                        title=f"{endpoint.name} ({endpoint.kind}) in use",
+                        evidence=evidence,
+                        evidence_key=endpoint.provider,
+                    ),
                     seen,
-                    detector=self.name,
-                    kind="ai-service.inventory",
-                    severity=Severity.INFO,
-                    title=title,
-                    evidence=dict(evidence),  # each finding its own, as if built afresh
-                    evidence_key=endpoint.provider,
+                    obs,
                 )
             )
             if not policy.provider_allowed(endpoint.provider):
                 found.append(
-                    named_finding(
-                        obs,
+                    refile(
+                        finding_for(
+                            obs,
+                            detector=self.name,
+                            kind="ai-service.unapproved",
+                            severity=Severity.MEDIUM,
+                            title=f"{endpoint.name} is not an approved AI provider",
+                            evidence={
+                                **evidence,
+                                "approved_providers": sorted(policy.allowed_providers),
+                            },
+                            evidence_key=endpoint.provider,
+                        ),
                         seen,
-                        detector=self.name,
-                        kind="ai-service.unapproved",
-                        severity=Severity.MEDIUM,
-                        title=f"{endpoint.name} is not an approved AI provider",
-                        evidence={
-                            **evidence,
-                            "approved_providers": sorted(policy.allowed_providers),
-                        },
-                        evidence_key=endpoint.provider,
+                        obs,
                     )
                 )
         return found

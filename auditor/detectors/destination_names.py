@@ -11,7 +11,7 @@ a name is (official endpoint, relay); ``identified_names`` gives both for one ob
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from auditor.model import (
     Connection,
@@ -20,7 +20,6 @@ from auditor.model import (
     HTTPRequest,
     LLMCall,
     Observation,
-    Severity,
     TLSHandshake,
 )
 from auditor.signatures import ProviderEndpoint, RelayDomain, Signatures, normalise_host
@@ -34,7 +33,6 @@ NAME_CACHE_SIZE = 65536
 _cache_owner: list[Signatures | None] = [None]
 _identities: dict[str, Identity] = {}
 _answers: dict[tuple[Any, ...], tuple[tuple[SeenName, Identity], ...]] = {}
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,51 +154,10 @@ def _identified(
     return tuple(found)
 
 
-def named_finding(
-    obs: Observation,
-    seen: SeenName,
-    *,
-    detector: str,
-    kind: str,
-    severity: Severity,
-    title: str,
-    evidence: dict[str, Any],
-    evidence_key: str,
-) -> Finding:
-    """A finding about ``obs`` filed under the seen name (``finding_for`` with the host, and for
-    a DNS message, whose flow points at the resolver, the address the name resolved to)."""
-    flow = obs.flow
+def refile(finding: Finding, seen: SeenName, obs: Observation) -> Finding:
+    """File ``finding`` under the seen name (a DNS message's flow points at the resolver)."""
+    finding.host = seen.name
     if isinstance(obs, DNSMessage):
-        dst_ip, dst_port = seen.address, None
-    else:
-        dst_ip, dst_port = flow.dst_ip, flow.dst_port
-    return Finding(
-        detector=detector,
-        kind=kind,
-        severity=severity,
-        host=seen.name,
-        title=title,
-        evidence=evidence,
-        first_seen=obs.ts,
-        last_seen=obs.ts,
-        evidence_key=evidence_key,
-        dst_ip=dst_ip,
-        dst_port=dst_port,
-        src_ip=flow.src_ip,
-    )
-
-
-class PerSeenName(Generic[T]):
-    """A detector's memo of what it works out per seen name (title, evidence), for one signature
-    set at a time and emptied when full: a capture names the same few hosts thousands of times."""
-
-    def __init__(self) -> None:
-        self._signatures: Signatures | None = None
-        self._values: dict[SeenName, T] = {}
-
-    def values_for(self, signatures: Signatures) -> dict[SeenName, T]:
-        """The memo for ``signatures``: the caller reads it and stores what it works out."""
-        if self._signatures is not signatures or len(self._values) >= NAME_CACHE_SIZE:
-            self._signatures = signatures
-            self._values = {}
-        return self._values
+        finding.dst_ip = seen.address
+        finding.dst_port = None
+    return finding

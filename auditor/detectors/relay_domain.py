@@ -21,15 +21,10 @@ same host merge into it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from auditor.detectors.base import DetectionContext, Detector
-from auditor.detectors.destination_names import (
-    PerSeenName,
-    SeenName,
-    identified_names,
-    named_finding,
-)
+from auditor.detectors.destination_names import identified_names, refile
 from auditor.model import (
     Connection,
     DNSMessage,
@@ -38,6 +33,7 @@ from auditor.model import (
     Observation,
     Severity,
     TLSHandshake,
+    finding_for,
 )
 from auditor.signatures import RelayDomain
 
@@ -60,28 +56,6 @@ def classify(relay: RelayDomain) -> tuple[str, Severity]:
     return "relay-domain.known", Severity.MEDIUM
 
 
-# What a relay finding says of one seen name: (kind, severity, title, evidence).
-RelayFindingParts = tuple[str, Severity, str, dict[str, Any]]
-
-
-def relay_finding_parts(relay: RelayDomain, seen: SeenName) -> RelayFindingParts:
-    kind, severity = classify(relay)
-    evidence = {
-        "relay_domain": relay.domain,
-        "matched_host": seen.name,
-        "category": relay.category,
-        "confidence": relay.confidence,
-        "operator": relay.operator or "unknown",
-        "platform": relay.platform,
-        "seen_in": seen.where,
-        "signature_source": relay.source,
-    }
-    if relay.notes:
-        evidence["notes"] = relay.notes
-    title = f"Traffic to AI relay {relay.domain} ({relay.category}, {relay.confidence})"
-    return kind, severity, title, evidence
-
-
 class RelayDomainDetector(Detector):
     name: ClassVar[str] = "relay-domain"
     description: ClassVar[str] = (
@@ -94,9 +68,6 @@ class RelayDomainDetector(Detector):
         Connection,
     )
 
-    def __init__(self) -> None:
-        self._parts: PerSeenName[RelayFindingParts] = PerSeenName()
-
     def inspect(self, obs: Observation, ctx: DetectionContext) -> list[Finding]:
         # A list, not a generator: asked of every DNS message, handshake and connection, most
         # of which name no relay, and an empty generator costs more than the answer.
@@ -105,20 +76,27 @@ class RelayDomainDetector(Detector):
             relay = identity.relay
             if relay is None:
                 continue
-            known_parts = self._parts.values_for(ctx.signatures)
-            parts = known_parts.get(seen)
-            if parts is None:
-                parts = known_parts[seen] = relay_finding_parts(relay, seen)
-            kind, severity, title, evidence = parts
-            finding = named_finding(
+            kind, severity = classify(relay)
+            evidence = {
+                "relay_domain": relay.domain,
+                "matched_host": seen.name,
+                "category": relay.category,
+                "confidence": relay.confidence,
+                "operator": relay.operator or "unknown",
+                "platform": relay.platform,
+                "seen_in": seen.where,
+                "signature_source": relay.source,
+            }
+            if relay.notes:
+                evidence["notes"] = relay.notes
+            finding = finding_for(
                 obs,
-                seen,
                 detector=self.name,
                 kind=kind,
                 severity=severity,
-                title=title,
-                evidence=dict(evidence),  # each finding its own, as if built afresh
+                title=f"Traffic to AI relay {relay.domain} ({relay.category}, {relay.confidence})",
+                evidence=evidence,
                 evidence_key=relay.domain,
             )
-            found.append(finding)
+            found.append(refile(finding, seen, obs))
         return found
