@@ -226,17 +226,10 @@ static PyObject *lookup(PyObject *table, const unsigned char *key, Py_ssize_t si
 /* direction.collecting as 1/0, -1 on error. */
 static int collecting(PyObject *direction)
 {
-    PyObject *value;
-    if (Py_TYPE(direction) != slots.type)
-        value = PyObject_GetAttr(direction, name_collecting);
-    else if ((value = *slot_of(direction, slots.collecting)) == Py_False)
-        return 0; /* the usual answer, without the reference counting below */
-    else if (value == NULL) {
-        PyErr_SetObject(PyExc_AttributeError, name_collecting);
-        return -1;
-    }
-    else
-        Py_INCREF(value);
+    /* The usual answer (done collecting), read without taking a reference. */
+    if (Py_TYPE(direction) == slots.type && *slot_of(direction, slots.collecting) == Py_False)
+        return 0;
+    PyObject *value = get(direction, name_collecting, slots.collecting);
     if (value == NULL)
         return -1;
     int result = PyObject_IsTrue(value);
