@@ -320,8 +320,9 @@ class FlowTable:
         self.tcp_idle_timeout = tcp_idle_timeout
         self.udp_idle_timeout = udp_idle_timeout
         self._next_id = 0
-        # (capture time from which the flow may be idle too long, flow id): see the module doc.
-        self._timers: dict[int, list[int]] = {}  # flow ids by their timer's bucket
+        # Flow ids by the bucket of the capture time from which each may be idle too long (its
+        # timer): see the module doc. A flow may have stale timers; the sweep checks each.
+        self._timers: dict[int, list[int]] = {}
         self._timer_count = 0
         self._timers_valid = True
 

@@ -585,12 +585,6 @@ class ServerParse:
     alert: str | None = None
 
 
-def parse_server_hello(handshake_body: bytes) -> ServerHello:
-    """Parse a ServerHello (or HelloRetryRequest) body."""
-    server_hello, _ = _parse_server_hello(handshake_body)
-    return server_hello
-
-
 def _parse_server_hello(body: bytes) -> tuple[ServerHello, bool]:
     """The ServerHello and whether it is a HelloRetryRequest; ``TLSParseError`` names the first
     field that does not fit."""
