@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ from auditor import __version__
 from auditor.model import Severity
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from auditor.hosts import HostTable
     from auditor.sinks import FindingsRecorder
 
@@ -197,15 +200,14 @@ def pcap_command(
 
     recorder = None if no_store and not sinks else _open_recorder(store_path, sinks)
     try:
-        if show_progress:
-            offline = _analyse_with_progress(files, ctx, engine, writer, recorder)
-        else:
+        with _progress_bar(files, show_progress) as on_progress:
             offline = analyse_captures(
                 files,
                 ctx,
                 engine=engine,
                 on_connection=writer,
                 sync_findings=recorder.sync if recorder is not None else None,
+                progress=on_progress,
             )
         if recorder is not None:
             _record_host_inventory(recorder, offline.analysis.hosts)
@@ -270,11 +272,17 @@ def _record_host_inventory(recorder: FindingsRecorder, hosts: HostTable) -> None
         click.echo(f"warning: {exc}", err=True)
 
 
-def _analyse_with_progress(files, ctx, engine, writer, recorder):  # type: ignore[no-untyped-def]
+@contextmanager
+def _progress_bar(
+    files: tuple[Path, ...], show: bool
+) -> Iterator[Callable[[Path, int], None] | None]:
+    """A progress bar on stderr while the block runs, and the callback that advances it (for
+    ``analyse_captures(progress=...)``); nothing and ``None`` when not ``show``."""
+    if not show:
+        yield None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from auditor.analysis import analyse_captures
 
     sizes = {p: (p.stat().st_size if p.exists() else 0) for p in files}
     with Progress(
@@ -290,14 +298,7 @@ def _analyse_with_progress(files, ctx, engine, writer, recorder):  # type: ignor
         def on_progress(path: Path, done: int) -> None:
             bar.update(tasks[path], completed=done)
 
-        return analyse_captures(
-            files,
-            ctx,
-            engine=engine,
-            on_connection=writer,
-            sync_findings=recorder.sync if recorder is not None else None,
-            progress=on_progress,
-        )
+        yield on_progress
 
 
 def _summary(offline, engine: str, connections_written: int | None) -> dict:  # type: ignore[no-untyped-def]
