@@ -25,6 +25,7 @@ keep only their domain). One finding per host, category and set of types found.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -61,19 +62,14 @@ class SensitiveMatcher:
     validator: str
 
 
-_matcher_cache: dict[int, tuple[Signatures, list[SensitiveMatcher], SecretPatterns]] = {}
-
-
 def matchers_for(signatures: Signatures) -> list[SensitiveMatcher]:
     """The compiled patterns of one signature set, built once per set."""
     return _compiled_matchers(signatures)[0]
 
 
+@functools.lru_cache(maxsize=1)  # one signature set at a time
 def _compiled_matchers(signatures: Signatures) -> tuple[list[SensitiveMatcher], SecretPatterns]:
     """``matchers_for``, and their patterns with the index of their keywords."""
-    cached = _matcher_cache.get(id(signatures))
-    if cached is not None and cached[0] is signatures:
-        return cached[1], cached[2]
     matchers = [
         SensitiveMatcher(
             entry.id, entry.category, Severity.parse(entry.severity),
@@ -87,10 +83,7 @@ def _compiled_matchers(signatures: Signatures) -> tuple[list[SensitiveMatcher], 
         for key_format in signatures.key_formats
         if key_format.provider != GENERIC_KEY_PROVIDER
     ]  # fmt: skip
-    patterns = SecretPatterns(matcher.secret for matcher in matchers)
-    _matcher_cache.clear()  # one signature set at a time
-    _matcher_cache[id(signatures)] = (signatures, matchers, patterns)
-    return matchers, patterns
+    return matchers, SecretPatterns(matcher.secret for matcher in matchers)
 
 
 def mask_value(type_id: str, value: str) -> str:
