@@ -223,10 +223,6 @@ class _KnownRowGone(Exception):
     """A row ``FindingsStore`` remembered writing or reading is no longer in the file."""
 
 
-def _evidence_json(finding: Finding) -> str:
-    return _encode_evidence(finding.evidence)
-
-
 def _row_to_finding(row: Sequence[Any]) -> Finding:
     return Finding(
         detector=row[1],
@@ -414,7 +410,7 @@ class FindingsStore:
                             (
                                 int(severity),
                                 finding.title,
-                                _evidence_json(finding),
+                                _encode_evidence(finding.evidence),
                                 finding_id,
                                 int(severity),
                             )
@@ -458,7 +454,7 @@ class FindingsStore:
                 *finding.key,
                 int(finding.severity),
                 finding.title,
-                _evidence_json(finding),
+                _encode_evidence(finding.evidence),
                 finding.first_seen,
                 finding.last_seen,
                 max(delta, 1),
