@@ -70,9 +70,6 @@ class SecretPatterns:
                 by_keyword.setdefault(keyword, []).append(index)
         self._by_keyword = {keyword: tuple(found) for keyword, found in by_keyword.items()}
 
-    def __len__(self) -> int:
-        return len(self.patterns)
-
     def __iter__(self) -> Iterator[SecretPattern]:
         return iter(self.patterns)
 
