@@ -11,8 +11,9 @@ Network: IPv4 with options (non-first fragments skipped and counted) and IPv6 (e
 headers walked). Tunnels are opened so the inner traffic is analysed: GRE (incl. ERSPAN I, II,
 III), VXLAN (UDP 4789), Geneve (UDP 6081), IP-in-IP.
 
-The engine has an inlined fast path for Ethernet/IPv4 packets of known flows; ``Packet.key``
-is built so that it equals the bytes the fast path slices (``src + dst + sport + dport``).
+The engine's fast path (``engine._pcap_loop`` / ``_record_loop``, and ``_fastpath.c``) looks
+known flows up by key bytes sliced straight from the frame (Ethernet, IPv4 or IPv6);
+``Packet.key`` is built so that it equals them (``src + dst + sport + dport``).
 """
 
 from __future__ import annotations
