@@ -64,25 +64,12 @@ def decode_text(body: bytes) -> str:
     return body.decode("utf-8", "replace")
 
 
-# The last text json_or_none read, and its value: a reply is read by relay-fingerprint and then
-# again by the LLM call's parse_response (the same text when the reply is shorter than what
-# relay-fingerprint scans). Callers only read the value, so handing it out twice is safe.
-_last_parsed: list[tuple[str, Any]] = []
-
-
 def json_or_none(text: str) -> Any:
-    """``text`` as a JSON value, or None when it is not one. The value is shared: do not modify
-    it."""
-    if _last_parsed:
-        last_text, last_value = _last_parsed[0]
-        if last_text == text:
-            return last_value
+    """``text`` as a JSON value, or None when it is not one (too deeply nested included)."""
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except (ValueError, RecursionError):
-        value = None
-    _last_parsed[:] = [(text, value)]
-    return value
+        return None
 
 
 def looks_like_sse(content_type: str | None, text: str) -> bool:
