@@ -47,10 +47,6 @@ def load_context(
     ``reveal_evidence`` switches the policy's ``reveal_evidence`` on whatever the file says
     (off leaves the policy as it is). Raises ``ContextError`` for the first input that fails.
     """
-    # load_signatures reads files inside the directory: a missing directory would be reported
-    # as its first file missing, and a plain file as a bare OSError.
-    if signatures_dir and not Path(signatures_dir).is_dir():
-        raise ContextError("signatures", signatures_dir, f"{signatures_dir}: no such directory")
     try:
         signatures = load_signatures(Path(signatures_dir) if signatures_dir else None)
     except LOAD_ERRORS as exc:

@@ -395,6 +395,10 @@ def _rule(entry: dict[str, Any]) -> DomainRule:
 def load_signatures(directory: Path | None = None) -> Signatures:
     """Read every signature file. Raises ``SignatureError`` naming the file on any problem."""
     directory = directory or default_signatures_dir()
+    # Checked first: a missing directory would read as its first file missing, a plain file
+    # as a bare OSError.
+    if not directory.is_dir():
+        raise SignatureError(f"{directory}: no such directory")
     try:
         sigs = Signatures(directory=directory)
         for e in _read(directory, "providers.yaml"):

@@ -406,3 +406,12 @@ def test_domain_index_answers_as_a_full_scan_would() -> None:
     for host in hosts:
         assert sigs.provider_for_host(host) is _most_specific(host, sigs.providers), host
         assert sigs.relay_for_host(host) is _most_specific(host, sigs.relays), host
+
+
+def test_a_missing_or_plain_file_signatures_directory_is_named_as_such(tmp_path: Path) -> None:
+    plain_file = tmp_path / "file"
+    plain_file.write_text("", encoding="utf-8")
+    for directory in (tmp_path / "absent", plain_file):
+        expected = rf"^{re.escape(str(directory))}: no such directory$"
+        with pytest.raises(SignatureError, match=expected):
+            load_signatures(directory)
